@@ -1,0 +1,1 @@
+"""Data: reading sources, preparing a split, and in-memory tensors for training."""

@@ -1,0 +1,1 @@
+"""Pure-torch model families. Nothing here knows about MLflow, Prefect, DVC or files."""

@@ -1,0 +1,148 @@
+"""The one interface every generative family implements.
+
+The pipeline only ever talks to a `Family`: it builds one from params, calls `train_step` in a
+generic loop, asks it to `sample` (through torch modules or ONNX Runtime sessions alike), lists the
+graphs to export, and collects the family's own metrics. Adding a family means writing a subclass
+and naming it in `genops.models.registry`, nothing else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from genops.data.spec import DataSpec
+from genops.data.tensors import Batch, ImageSet
+
+# A network as the sampler sees it: tensors in, one tensor out. A torch module or an ORT session.
+Net = Callable[..., torch.Tensor]
+
+
+@dataclass
+class ExportSpec:
+    """A graph to export: `module(*example_inputs)`; dim 0 of every input is a dynamic batch."""
+
+    name: str
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+
+
+@dataclass
+class StepContext:
+    """What the generic training loop hands to a family's train_step."""
+
+    step: int
+    optimizers: Mapping[str, torch.optim.Optimizer]
+    autocast: Callable[[], AbstractContextManager]
+    generator: torch.Generator  # the family's source of training noise (saved with checkpoints)
+
+
+@dataclass
+class Metric:
+    name: str
+    direction: str  # "min" or "max"
+
+
+@dataclass
+class FamilyInfo:
+    """Human-facing description used by `genops families`, model cards and reports."""
+
+    summary: str
+    samples_by: str
+    limits: list[str] = field(default_factory=list)
+
+
+class Family(ABC):
+    name: ClassVar[str]
+    info: ClassVar[FamilyInfo]
+    primary_metric: ClassVar[Metric]
+
+    def __init__(self, cfg: dict, spec: DataSpec) -> None:
+        self.cfg = dict(cfg)
+        self.spec = spec
+        self.conditional = bool(cfg.get("conditional", False))
+        if self.conditional and not spec.labeled:
+            from genops.errors import GenopsError
+
+            raise GenopsError(f"{self.name}.conditional=true but the dataset has no labels (unlabeled folder?)")
+
+    # --- training -------------------------------------------------------------------------
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """Every module with state; checkpointed, moved to the device, exported from."""
+
+    @abstractmethod
+    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """One optimiser per independently updated part (a GAN has two)."""
+
+    @abstractmethod
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
+        """One update (backward and optimiser steps included); returns scalar losses to log."""
+
+    def on_train_end(self, train: ImageSet, batch_size: int) -> None:
+        """Post-training fits that are part of the model (e.g. the autoencoder's latent Gaussian)."""
+
+    # --- sampling ---------------------------------------------------------------------------
+    @abstractmethod
+    def sampling_nets(self) -> dict[str, Net]:
+        """The torch networks the sampler calls, by the same names as the exported graphs."""
+
+    @abstractmethod
+    def sample(
+        self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
+        nets: Mapping[str, Net] | None = None,
+    ) -> torch.Tensor:
+        """n images in [0, 1], N x C x H x W. `nets` may be ONNX Runtime sessions; default torch."""
+
+    def default_labels(self, n: int) -> torch.Tensor | None:
+        """Labels cycling over classes for conditional families, None otherwise."""
+        if not self.conditional:
+            return None
+        return torch.arange(n) % self.spec.num_classes
+
+    # --- export, evaluation -----------------------------------------------------------------
+    @abstractmethod
+    def export_specs(self) -> list[ExportSpec]:
+        """Graphs to export to ONNX; the first is the sampler registered as the model."""
+
+    def evaluate(self, test: ImageSet, cfg: dict, generator: torch.Generator) -> dict[str, float]:
+        """Family-specific metrics on the test split (reconstruction, likelihood, ...)."""
+        return {}
+
+    def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor | None:
+        """Images along a path in latent space from a to b: (len(a) * steps) x C x H x W."""
+        return None
+
+    # --- helpers shared by all ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.networks().values())).parameters().__next__().device
+
+    def to(self, device: torch.device) -> Family:
+        for net in self.networks().values():
+            net.to(device)
+        return self
+
+    def train_mode(self, on: bool = True) -> None:
+        for net in self.networks().values():
+            net.train(on)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """All networks' tensors under 'net.param' keys (the safetensors checkpoint)."""
+        return {f"{k}.{p}": t for k, net in self.networks().items() for p, t in net.state_dict().items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for k, net in self.networks().items():
+            prefix = f"{k}."
+            net.load_state_dict({p[len(prefix):]: t for p, t in state.items() if p.startswith(prefix)})
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for net in self.networks().values() for p in net.parameters())

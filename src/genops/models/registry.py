@@ -1,0 +1,32 @@
+"""The registry of families: a name -> the class implementing `genops.models.base.Family`.
+
+Classes are imported lazily so `genops --help` and `genops families` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from genops.data.spec import DataSpec
+from genops.errors import GenopsError
+from genops.models.base import Family
+
+FAMILIES: dict[str, str] = {
+    "autoencoder": "genops.models.autoencoder:Autoencoder",
+    "vae": "genops.models.vae:VAE",
+}
+
+
+def family_class(name: str) -> type[Family]:
+    if name not in FAMILIES:
+        raise GenopsError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    module, cls = FAMILIES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_family(name: str, params: dict, spec: DataSpec) -> Family:
+    """Build a family from its params.yaml section (`params[name]`)."""
+    cfg = params.get(name)
+    if cfg is None:
+        raise GenopsError(f"params.yaml has no section '{name}' for family {name!r}")
+    return family_class(name)(cfg, spec)

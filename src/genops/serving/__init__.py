@@ -1,0 +1,1 @@
+"""Serving exported graphs with ONNX Runtime."""

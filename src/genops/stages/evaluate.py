@@ -1,0 +1,89 @@
+"""evaluate: test-split metrics, sampling speed, sample grid and latent interpolation for one family."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from genops.bundle import load_bundle
+from genops.data.tensors import load_split
+from genops.fsutil import write_json_atomic
+from genops.models.base import Family
+from genops.paths import ProjectPaths
+from genops.stages.common import family_run
+
+log = logging.getLogger(__name__)
+
+
+def sampling_speed(family: Family, n: int, batch_size: int, seed: int, nets=None) -> dict[str, float]:
+    """images/s at `batch_size` and batch-1 latency (ms), after one warm-up call each."""
+    gen = torch.Generator().manual_seed(seed)
+    family.sample(min(batch_size, n), gen, nets=nets)
+    t0 = time.perf_counter()
+    done = 0
+    while done < n:
+        family.sample(min(batch_size, n - done), gen, nets=nets)
+        done += min(batch_size, n - done)
+    throughput = n / (time.perf_counter() - t0)
+    family.sample(1, gen, nets=nets)
+    t0 = time.perf_counter()
+    reps = 5
+    for _ in range(reps):
+        family.sample(1, gen, nets=nets)
+    latency_ms = (time.perf_counter() - t0) / reps * 1000
+    return {"images_per_s": throughput, "batch1_latency_ms": latency_ms}
+
+
+def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, float]:
+    import mlflow
+
+    from genops.evaluation.plots import save_grid
+    from genops.training.device import seed_everything, select_device
+
+    paths = ProjectPaths(root)
+    cfg = dict(params.get("evaluate", {}))
+    seed = int(cfg.get("seed", 1234))
+    seed_everything(seed, params.get("train", {}).get("num_threads"))
+    device = select_device(str(params.get("train", {}).get("device", "auto")))
+    family = load_bundle(paths.checkpoint(family_name), device)
+    test = load_split(paths.prepared, "test")
+    train_info = json.loads((paths.checkpoint(family_name) / "train.json").read_text())
+
+    log.info("evaluate %s on %d test images", family_name, len(test))
+    metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed)))
+    n_grid = int(cfg.get("grid_size", 64))
+    samples = family.sample(n_grid, torch.Generator().manual_seed(seed))
+    speed = sampling_speed(family, int(cfg.get("speed_samples", 256)), int(cfg.get("batch_size", 256)), seed)
+    metrics.update({
+        "sample_images_per_s_torch": speed["images_per_s"],
+        "sample_batch1_latency_ms_torch": speed["batch1_latency_ms"],
+        "train_images_per_s": train_info["images_per_s"],
+        "train_wall_s": train_info["wall_s"],
+        "num_parameters": float(family.num_parameters()),
+    })
+    metrics = {k: round(float(v), 6) for k, v in metrics.items()}
+
+    report = paths.report(family_name) / "eval"
+    import shutil
+
+    shutil.rmtree(report, ignore_errors=True)
+    grid = save_grid(samples, report / "samples.png", nrow=8)
+    a, b = test.head(8).to(device), test.to(device)
+    interp = family.interpolate(a.batch(torch.arange(0, 8, device=device)),
+                                b.batch(torch.arange(8, 16, device=device) % len(test)), steps=10)
+    figures = [grid]
+    if interp is not None:
+        figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
+    out = {"family": family_name, "primary_metric": family.primary_metric.name,
+           "primary_direction": family.primary_metric.direction, **metrics}
+    write_json_atomic(paths.metrics(family_name), out)
+
+    with family_run(root, paths, family_name):
+        mlflow.log_metrics(metrics)
+        for fig in figures:
+            mlflow.log_artifact(str(fig), artifact_path="plots")
+    return out

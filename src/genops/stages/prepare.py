@@ -1,0 +1,114 @@
+"""prepare: read `data.source`, convert to one shape, write a seeded split and a metadata table."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genops.data.convert import choose_channels, choose_size, to_uint8
+from genops.data.sources import RawImage, load_source
+from genops.data.spec import DataSpec
+from genops.errors import GenopsError
+from genops.fsutil import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareResult:
+    spec: DataSpec
+    n_train: int
+    n_test: int
+    n_dropped: int
+    data_hash: str
+
+
+def _split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Stratified split: a boolean mask of test rows, the same share from every class."""
+    is_test = np.zeros(len(labels), dtype=bool)
+    for y in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == y))
+        n_test = int(round(len(idx) * test_fraction))
+        is_test[idx[:n_test]] = True
+    return is_test
+
+
+def _row(index: int, im: RawImage, float_max: float) -> dict:
+    px = im.pixels
+    if px is None:
+        return dict(index=index, file=im.name, readable=False, height=-1, width=-1, channels=-1, dtype="",
+                    raw_min=float("nan"), raw_max=float("nan"), value_max_allowed=255.0, nonfinite=0,
+                    label=im.label, error=im.error)
+    from genops.data.convert import value_max_for
+
+    finite = px[np.isfinite(px)] if np.issubdtype(px.dtype, np.floating) else px
+    return dict(index=index, file=im.name, readable=True, height=px.shape[0], width=px.shape[1],
+                channels=px.shape[2], dtype=str(px.dtype),
+                raw_min=float(finite.min()) if finite.size else float("nan"),
+                raw_max=float(finite.max()) if finite.size else float("nan"),
+                value_max_allowed=value_max_for(px.dtype, float_max),
+                nonfinite=int(px.size - finite.size), label=im.label, error="")
+
+
+def prepare(params: dict, root: Path, out_dir: Path) -> PrepareResult:
+    """Write train.npz, test.npz, metadata.csv and spec.json into out_dir (replaced atomically)."""
+    import pandas as pd
+
+    data = params["data"]
+    seed = int(params.get("seed", 0))
+    raw = load_source(str(data["source"]), root)
+    images = raw.images
+    limit = data.get("limit")
+    if limit and len(images) > int(limit):
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), int(limit), replace=False))
+        images = [images[i] for i in keep]
+    size = choose_size(images, data.get("image_size"), int(data.get("max_size", 64)))
+    channels = choose_channels(images, data.get("channels", "auto"))
+    log.info("prepare: %d images from %s -> %dx%dx%d", len(images), data["source"], size[0], size[1], channels)
+
+    rows, arrays, labels = [], [], []
+    for i, im in enumerate(images):
+        row = _row(i, im, raw.value_max)
+        if im.pixels is not None:
+            x = to_uint8(im.pixels, size, channels, raw.value_max)
+            arrays.append(x)
+            labels.append(im.label)
+            row.update(prep_height=x.shape[0], prep_width=x.shape[1], prep_channels=x.shape[2],
+                       sha1=hashlib.sha1(x.tobytes()).hexdigest())
+        else:
+            row.update(prep_height=-1, prep_width=-1, prep_channels=-1, sha1="")
+        rows.append(row)
+    if not arrays:
+        raise GenopsError(f"data.source={data['source']!r}: none of the {len(images)} images could be read")
+
+    x_all = np.stack(arrays)
+    y_all = np.asarray(labels, dtype=np.int64)
+    is_test = _split(y_all, float(data.get("test_fraction", 0.2)), np.random.default_rng(seed))
+    readable_rows = [r for r in rows if r["readable"]]
+    for r, t in zip(readable_rows, is_test):
+        r["split"] = "test" if t else "train"
+    for r in rows:
+        r.setdefault("split", "dropped")
+
+    digest = hashlib.sha256()
+    for arr in (x_all[~is_test], y_all[~is_test], x_all[is_test], y_all[is_test]):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    data_hash = digest.hexdigest()[:16]
+    num_classes = len(raw.class_names) if (y_all >= 0).any() else 0
+    spec = DataSpec(size[0], size[1], channels, num_classes, raw.class_names if num_classes else [])
+
+    with atomic_dir(out_dir) as tmp:
+        np.savez(tmp / "train.npz", images=x_all[~is_test], labels=y_all[~is_test])
+        np.savez(tmp / "test.npz", images=x_all[is_test], labels=y_all[is_test])
+        pd.DataFrame(rows).to_csv(tmp / "metadata.csv", index=False)
+        write_json_atomic(tmp / "spec.json", {**spec.to_dict(), "n_train": int((~is_test).sum()),
+                                               "n_test": int(is_test.sum()), "source": str(data["source"]),
+                                               "data_hash": data_hash})
+    dropped = len(rows) - len(arrays)
+    if dropped:
+        log.warning("prepare: %d of %d files could not be read (see metadata.csv, column error)", dropped, len(rows))
+    return PrepareResult(spec, int((~is_test).sum()), int(is_test.sum()), dropped, data_hash)

@@ -1,0 +1,106 @@
+"""train: fit one family on the prepared training split, logging everything to MLflow."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from genops.config import params_hash
+from genops.data.spec import DataSpec
+from genops.data.tensors import load_split
+from genops.fsutil import atomic_dir, write_json_atomic
+from genops.models.registry import build_family
+from genops.paths import ProjectPaths
+from genops.stages.common import require_validated
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainStageResult:
+    family: str
+    run_id: str
+    steps: int
+    final_loss: float
+    images_per_s: float
+    wall_s: float
+    resumed_from: int
+
+
+def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
+    import mlflow
+
+    from genops.evaluation.plots import save_loss_curve
+    from genops.tracking.store import flatten, git_commit, setup_mlflow
+    from genops.training.device import seed_everything, select_device
+    from genops.training.loop import TrainConfig, train
+
+    paths = ProjectPaths(root)
+    spec_data = require_validated(paths)
+    spec = DataSpec.from_dict(spec_data)
+    seed = int(params.get("seed", 0))
+    train_params = params.get("train", {})
+    seed_everything(seed, train_params.get("num_threads"))
+    device = select_device(str(train_params.get("device", "auto")))
+    family = build_family(family_name, params, spec)
+    cfg = TrainConfig.from_params(train_params, seed)
+    cfg.progress = bool(train_params.get("progress", True))
+    fingerprint = params_hash({"family": family_name, "cfg": params[family_name], "train": train_params,
+                               "seed": seed, "data": spec_data["data_hash"]})
+    data = load_split(paths.prepared, "train")
+    log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
+             len(data), cfg.steps, device)
+
+    setup_mlflow(root)
+    with mlflow.start_run(run_name=family_name) as run:
+        mlflow.set_tags({"genops.family": family_name, "genops.git_commit": git_commit(root),
+                         "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
+                         "genops.device": str(device)})
+        mlflow.log_params(flatten({"family": params[family_name], "train": train_params, "seed": seed,
+                                   "data": params.get("data", {})}))
+        _log_dataset(paths, spec_data)
+        result = train(family, data, cfg, paths.work(family_name), fingerprint, device,
+                       on_log=lambda step, losses: mlflow.log_metrics(losses, step=step))
+        family.on_train_end(data, cfg.batch_size * 2)
+        mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
+                            "num_parameters": family.num_parameters()})
+        with atomic_dir(paths.checkpoint(family_name)) as out:
+            from genops.bundle import save_bundle
+
+            save_bundle(out, family, {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"],
+                                      "seed": seed})
+            _write_history(out / "history.csv", result.history)
+            write_json_atomic(out / "run.json", {"run_id": run.info.run_id,
+                                                 "experiment_id": run.info.experiment_id})
+            write_json_atomic(out / "train.json", {"steps": result.steps, "wall_s": round(result.wall_s, 3),
+                                                   "images_per_s": round(result.images_per_s, 2),
+                                                   "resumed_from": result.resumed_from,
+                                                   "num_parameters": family.num_parameters(),
+                                                   "device": str(device)})
+        curve = save_loss_curve(result.history, paths.report(family_name) / "train" / "loss_curve.png",
+                                f"{family_name} training losses")
+        mlflow.log_artifact(str(curve), artifact_path="plots")
+    final = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
+    return TrainStageResult(family_name, run.info.run_id, result.steps, final, result.images_per_s,
+                            result.wall_s, result.resumed_from)
+
+
+def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+    keys = list(history[0]) if history else ["step"]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:
+    """Record the training split as an MLflow dataset input (name, digest, source)."""
+    import mlflow
+    import numpy as np
+
+    with np.load(paths.prepared / "train.npz") as npz:
+        ds = mlflow.data.from_numpy(npz["images"], targets=npz["labels"], source=str(paths.prepared),
+                                    name=f"{spec_data['source']}@{spec_data['data_hash']}")
+    mlflow.log_input(ds, context="training")

@@ -1,0 +1,110 @@
+"""The generic, device-agnostic training loop.
+
+Batches are a pure function of (seed, step): step s reads slice s of a seeded permutation of its
+epoch, so a run resumed from a checkpoint at step k sees exactly the batches an uninterrupted run
+would, and on CPU ends with bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from genops.data.tensors import ImageSet
+from genops.errors import TrainingDiverged
+from genops.models.base import Family, StepContext
+from genops.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from genops.training.device import autocast_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    max_loss: float = 1e8  # a loss beyond this counts as divergence
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, train: dict, seed: int) -> TrainConfig:
+        known = {k: train[k] for k in cls.__dataclass_fields__ if k in train}
+        return cls(**{**known, "seed": seed})
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    steps: int
+    resumed_from: int
+    wall_s: float
+    images_per_s: float
+    extra: dict = field(default_factory=dict)
+
+
+class BatchSchedule:
+    """Step -> batch indices, from a per-epoch seeded permutation (drop-last)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = max(1, n // self.batch_size)
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+
+def train(family: Family, data: ImageSet, cfg: TrainConfig, work_dir: Path, fingerprint: str,
+          device: torch.device, on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `family` for cfg.steps, resuming from `work_dir` if a matching checkpoint is there."""
+    family.to(device)
+    data = data.to(device)
+    optimizers = family.make_optimizers(cfg.lr)
+    generator = torch.Generator().manual_seed(cfg.seed + 17)
+    state = load_checkpoint(work_dir, family, optimizers, generator, fingerprint)
+    start = state.step if state else 0
+    history = list(state.history) if state else []
+    if start:
+        log.info("resuming %s from step %d (checkpoint in %s)", family.name, start, work_dir)
+    schedule = BatchSchedule(len(data), cfg.batch_size, cfg.seed)
+    autocast = autocast_for(device)
+    family.train_mode(True)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {family.name}",
+               disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+    for step in bar:
+        batch = data.batch(schedule.indices(step))
+        losses = family.train_step(batch, StepContext(step, optimizers, autocast, generator))
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
+        if bad:
+            raise TrainingDiverged(f"{family.name}: training diverged at step {step + 1}: "
+                                   + ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
+                                   + f" (limit |loss| <= {cfg.max_loss:g}); nothing will be registered")
+        history.append({"step": step + 1, **losses})
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            save_checkpoint(work_dir, family, optimizers, generator, TrainState(done, history, fingerprint))
+        if on_log and (done % cfg.log_every == 0 or done == cfg.steps):
+            on_log(done, losses)
+        if done % 10 == 0:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
+    bar.close()
+    wall = time.perf_counter() - t0
+    ran = cfg.steps - start
+    family.train_mode(False)
+    return TrainResult(history, cfg.steps, start, wall, ran * schedule.batch_size / wall if ran and wall else 0.0)
