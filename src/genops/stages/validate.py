@@ -529,6 +529,7 @@ def validate(params: dict, prepared_dir: Path, report_dir: Path) -> ValidationRe
         "success": success,
         "n_rows": int(len(df)),
         "n_readable": int(df["readable"].sum()),
+        "data_hash": spec.get("data_hash"),
         "expectations": entries,
     }
     result_path = report_dir / "result.json"
