@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 def _configure_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "httpcore", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _run(args: argparse.Namespace) -> object:

@@ -40,8 +40,8 @@ def stage_waves(root: Path, families: list[str] | None = None) -> list[list[Stag
         waves = []
         for generation in nx.topological_generations(graph):
             wave = []
-            for stage in sorted(generation, key=lambda s: s.addressing):
-                name = stage.addressing
+            for stage in sorted(generation, key=lambda s: s.name):
+                name = stage.name
                 family = name.split("@", 1)[1] if "@" in name else None
                 if families is None or family is None or family in families:
                     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
