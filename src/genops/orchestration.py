@@ -80,15 +80,32 @@ def commit_stages(root: Path, names: list[str]) -> None:
 
 
 def run_stage_command(root: Path, stage: StageInfo) -> float:
-    """Run a stage's command exactly as `dvc repro` would; returns its wall time in seconds."""
+    """Run a stage's command exactly as `dvc repro` would, streaming its output (progress bars
+    included) to our stderr; returns its wall time in seconds."""
+    import collections
+
     env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    tail: collections.deque[str] = collections.deque(maxlen=20)
     t0 = time.perf_counter()
-    proc = subprocess.run(stage.cmd, shell=True, cwd=root, env=env, capture_output=True, text=True)
+    sys.stderr.write(f"--- {stage.name}: {stage.cmd}\n")
+    proc = subprocess.Popen(stage.cmd, shell=True, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    pending = b""
+    # Raw chunks, not lines: tqdm redraws with carriage returns and would otherwise stall until done.
+    sink = getattr(sys.stderr, "buffer", None)
+    while chunk := proc.stdout.read1(65536):
+        sink.write(chunk) if sink else sys.stderr.write(chunk.decode(errors="replace"))
+        sys.stderr.flush()
+        *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+        tail.extend(x.decode(errors="replace") for x in lines if x.strip())
+    if pending.strip():
+        tail.append(pending.decode(errors="replace"))
+    code = proc.wait()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed with exit code {proc.returncode}:\n{tail}")
+    if code != 0:
+        raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed with exit code {code}:\n" + "\n".join(tail))
     return wall
 
 

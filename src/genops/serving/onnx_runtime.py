@@ -33,6 +33,8 @@ def make_session(path: Path, threads: int | None = None):
     opts.log_severity_level = 3
     wanted = ["CPUExecutionProvider"]
     if gpu_present() and "CUDAExecutionProvider" in ort.get_available_providers():
+        if hasattr(ort, "preload_dlls"):
+            ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels (the `cuda` extra)
         wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     session = ort.InferenceSession(str(path), sess_options=opts, providers=wanted)
     if wanted[0] not in session.get_providers():

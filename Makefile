@@ -1,0 +1,43 @@
+# genops: `make run` sets up .venv and runs the whole pipeline; `make test` runs the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
+
+.PHONY: setup run smoke test lint bench mlflow-ui prefect-server retrain clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+run: setup          ## the whole pipeline (Prefect flow over the DVC stages) on the bundled MNIST digits
+	genops pipeline
+
+smoke: setup        ## every family at tiny sizes in a scratch workspace (~2-3 min): check data and setup
+	genops pipeline --smoke
+
+test: setup lint    ## unit + integration tests (real Prefect, MLflow, DVC, great-expectations, ONNX Runtime)
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src flows tests benchmarks
+
+bench: setup        ## writes benchmarks/results.json
+	$(PY) benchmarks/run.py
+
+mlflow-ui: setup    ## browse runs and the model registry at http://127.0.0.1:5000
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --default-artifact-root $(CURDIR)/mlruns
+
+prefect-server: setup
+	prefect server start
+
+retrain: setup      ## serve the scheduled retraining deployment (needs PREFECT_API_URL of a running server)
+	$(PY) flows/retrain.py
+
+clean:
+	rm -rf .genops data/prepared checkpoints exported metrics reports mlflow.db mlruns dvc.lock

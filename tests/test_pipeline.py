@@ -1,0 +1,112 @@
+"""End to end through the real components: Prefect flow, DVC, MLflow registry, ONNX Runtime serving.
+
+Each test works in a fresh git + DVC copy of the project with an MLflow SQLite store in a temp dir.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import env_for, make_project, run
+
+pytestmark = pytest.mark.integration
+
+
+def _client(tmp: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _lock_and_weights(root: Path) -> tuple[str, float]:
+    return (root / "dvc.lock").read_text(), (root / "checkpoints" / "vae" / "weights.safetensors").stat().st_mtime
+
+
+def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
+    root = make_project(tmp_path / "proj")
+    env = env_for(root, tmp_path)
+    out = run(["genops", "pipeline"], root, env)
+    summary = json.loads(out.stdout)
+    assert not summary["failed"] and {s["status"] for s in summary["stages"]} == {"ran"}
+
+    for fam in ("autoencoder", "vae"):
+        metrics = json.loads((root / "metrics" / f"{fam}.json").read_text())
+        assert np.isfinite(metrics[metrics["primary_metric"]])
+        assert (root / "reports" / fam / "eval" / "samples.png").is_file()
+    vae = json.loads((root / "metrics" / "vae.json").read_text())
+    assert vae["test_nll_bpd"] > 0 and vae["test_elbo_nats"] < 0
+
+    client = _client(tmp_path)
+    champion = client.get_model_version_by_alias("genops-vae", "champion")
+    assert champion.tags["genops.data_hash"] and champion.tags["genops.params_hash"]
+    assert len(champion.tags["genops.git_commit"]) >= 40
+    assert champion.tags["genops.promotion.decision"] == "champion"
+
+    # DVC agrees the flow's work is done: status is clean and repro re-runs nothing.
+    assert "up to date" in run(["dvc", "status"], root, env).stdout
+    before = _lock_and_weights(root)
+    assert "didn't change" in run(["dvc", "repro"], root, env).stdout
+    assert _lock_and_weights(root) == before
+
+    # Serving from the registry, ONNX Runtime by default and torch on request.
+    run(["genops", "sample", "vae", "--n", "6", "--out", str(tmp_path / "s.npz")], root, env)
+    with np.load(tmp_path / "s.npz") as npz:
+        onnx_images = npz["images"]
+    assert onnx_images.dtype == np.uint8 and onnx_images.shape == (6, 28, 28)
+    run(["genops", "sample", "vae", "--n", "6", "--backend", "torch", "--out", str(tmp_path / "t.npz")], root, env)
+    with np.load(tmp_path / "t.npz") as npz:
+        assert np.abs(npz["images"].astype(int) - onnx_images.astype(int)).max() <= 1
+    run(["genops", "sample", "autoencoder", "--out", str(tmp_path / "grid.png")], root, env)
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+    # A worse candidate is registered but does not displace the champion.
+    metrics_path = root / "metrics" / "vae.json"
+    worse = json.loads(metrics_path.read_text())
+    worse["test_nll_bpd"] += 1.0
+    metrics_path.write_text(json.dumps(worse))
+    result = json.loads(run(["genops", "register", "vae"], root, env).stdout)
+    assert result["alias"] == "challenger" and result["version"] == 2
+    assert client.get_model_version_by_alias("genops-vae", "champion").version == champion.version
+    challenger = client.get_model_version_by_alias("genops-vae", "challenger")
+    assert challenger.tags["genops.promotion.decision"] == "challenger"
+    assert float(challenger.tags["genops.promotion.champion_value"]) == pytest.approx(worse["test_nll_bpd"] - 1.0)
+
+
+def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):
+    root = make_project(tmp_path / "proj", {"families": ["autoencoder"]})
+    env = env_for(root, tmp_path)
+    run(["dvc", "repro"], root, env)
+    assert (root / "exported" / "autoencoder" / "sampler.onnx").is_file()
+    assert json.loads((root / "reports" / "registry" / "autoencoder.json").read_text())["alias"] == "champion"
+    summary = json.loads(run(["genops", "pipeline"], root, env).stdout)
+    assert {s["status"] for s in summary["stages"]} == {"skipped (unchanged)"}
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], root, env).stdout)
+    assert "metrics/autoencoder.json" in json.dumps(metrics)
+
+
+def test_smoke_runs_in_a_scratch_workspace_and_leaves_the_registry_alone(tmp_path):
+    root = make_project(tmp_path / "proj")
+    env = env_for(root, tmp_path)
+    run(["genops", "pipeline", "--smoke", "--families", "vae", "--set", "train.steps=6"], root, env)
+    smoke = root / ".genops" / "smoke"
+    assert json.loads((smoke / "reports" / "registry" / "vae.json").read_text())["version"] == 1
+    assert not (root / "checkpoints").exists()
+    assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_registered_models()
+
+
+def test_corrupted_dataset_stops_before_training_and_registers_nothing(tmp_path):
+    images = np.random.default_rng(0).random((200, 16, 16)).astype(np.float32)
+    images[::10, 3, 3] = np.nan  # 20 images with NaN pixels
+    np.savez(tmp_path / "bad.npz", images=images, labels=np.arange(200) % 4)
+    root = make_project(tmp_path / "proj", {"data.source": str(tmp_path / "bad.npz"), "data.limit": None})
+    env = env_for(root, tmp_path)
+    proc = run(["genops", "pipeline"], root, env, check=False)
+    assert proc.returncode != 0
+    assert "nonfinite" in proc.stderr and "array[0]" in proc.stderr
+    assert not (root / "checkpoints").exists()
+    assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_registered_models()

@@ -1,0 +1,66 @@
+"""The training loop: deterministic on CPU, and a resumed run ends exactly where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genops.data.spec import DataSpec
+from genops.data.tensors import ImageSet
+from genops.errors import TrainingDiverged
+from genops.models.registry import build_family
+from genops.training.loop import TrainConfig, train
+
+SPEC = DataSpec(8, 8, 1, 0)
+
+
+def _data() -> ImageSet:
+    g = torch.Generator().manual_seed(3)
+    return ImageSet(torch.randint(0, 256, (96, 1, 8, 8), dtype=torch.uint8, generator=g), torch.full((96,), -1))
+
+
+def _fresh_vae():
+    torch.manual_seed(0)
+    return build_family("vae", {"vae": {"latent_dim": 4, "widths": [8, 16]}}, SPEC)
+
+
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"steps": 12, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 4, "log_every": 1,
+                          "seed": 5, "progress": False, **kw})
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    cpu = torch.device("cpu")
+    straight = _fresh_vae()
+    train(straight, _data(), _cfg(), tmp_path / "a", "fp", cpu)
+
+    def stop_at_8(step, _losses):
+        if step == 8:
+            raise Interrupt
+
+    interrupted = _fresh_vae()
+    with pytest.raises(Interrupt):
+        train(interrupted, _data(), _cfg(), tmp_path / "b", "fp", cpu, on_log=stop_at_8)
+    resumed = _fresh_vae()  # a new process would start from fresh weights and load the checkpoint
+    result = train(resumed, _data(), _cfg(), tmp_path / "b", "fp", cpu)
+    assert result.resumed_from == 8
+    for (k, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert [h["loss"] for h in result.history] == pytest.approx(
+        [h["loss"] for h in train(_fresh_vae(), _data(), _cfg(), tmp_path / "c", "fp", cpu).history])
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
+    cpu = torch.device("cpu")
+    train(_fresh_vae(), _data(), _cfg(steps=4), tmp_path, "params-A", cpu)
+    result = train(_fresh_vae(), _data(), _cfg(steps=4), tmp_path, "params-B", cpu)
+    assert result.resumed_from == 0
+
+
+def test_divergence_fails_with_a_clear_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match="diverged at step 1"):
+        train(_fresh_vae(), _data(), _cfg(max_loss=1.0), tmp_path, "fp", torch.device("cpu"))
