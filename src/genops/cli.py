@@ -31,10 +31,12 @@ def _parser() -> argparse.ArgumentParser:
 
     add("prepare", "read data.source, write the seeded split and metadata table to data/prepared")
     add("validate", "run the great-expectations suite on data/prepared; non-zero exit on failure")
+    add("evaluator", "train the in-domain evaluator network (features for FID/KID/PR/DC) and score the floor")
     add("train", "train one family (resumes from its last checkpoint)", family=True)
     add("evaluate", "test metrics, sampling speed, sample grid and interpolation", family=True)
     add("export", "export ONNX graphs and check ONNX Runtime parity", family=True)
     add("register", "register in MLflow and promote to @champion if better", family=True)
+    add("compare", "write reports/comparison (table + charts + side-by-side samples) from the metrics files")
     sp = add("sample", "generate images from a registered model", family=True)
     sp.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     sp.add_argument("--out", type=Path, default=Path("samples.png"), help=".png grid or .npz (key images, uint8)")
@@ -88,6 +90,14 @@ def _run(args: argparse.Namespace) -> object:
         paths = ProjectPaths(root)
         report = validate(params.get("validation", {}), paths.prepared, paths.validation)
         return {"success": report.success, "n_rows": report.n_rows, "result": str(report.result_path)}
+    if args.command == "evaluator":
+        from genops.stages.evaluator import evaluator_stage
+
+        return evaluator_stage(params, root)
+    if args.command == "compare":
+        from genops.stages.compare import compare_stage
+
+        return compare_stage(params, root, log_mlflow=True)
     if args.command == "sample":
         from genops.stages.sample import sample_stage
 

@@ -1,0 +1,196 @@
+"""compare: one table and one set of pictures for all families, from the metrics files alone.
+
+Reads metrics/FAMILY.json (evaluate), metrics/export/FAMILY.json (export: ONNX speed),
+metrics/evaluator.json (feature space and floor) and the PNGs the evaluate stage wrote, and writes
+reports/comparison/comparison.md plus charts. Nothing is recomputed, so the report can be rebuilt
+anywhere the metrics are (e.g. after `dvc pull`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from genops.errors import GenopsError
+from genops.fsutil import write_text_atomic
+
+# (column title, metric key, format, better) — `better` is "min", "max" or "" (informational)
+COLUMNS = [
+    ("FID", "fid", "{:.2f}", "min"),
+    ("KID x1e3", "kid_mean", "{:.2f}", "min"),
+    ("precision", "precision", "{:.3f}", "max"),
+    ("recall", "recall", "{:.3f}", "max"),
+    ("density", "density", "{:.3f}", ""),
+    ("coverage", "coverage", "{:.3f}", "max"),
+    ("classifier score", "classifier_score", "{:.2f}", "max"),
+    ("modes", "modes_covered", "{:.0f}", "max"),
+    ("NLL bits/dim", "test_nll_bpd", "{:.3f}", "min"),
+    ("loss CV (end)", "loss_cv_last_half", "{:.3f}", "min"),
+    ("loss spikes", "loss_spikes", "{:.0f}", "min"),
+    ("train img/s", "train_images_per_s", "{:.0f}", "max"),
+    ("sample img/s torch", "sample_images_per_s_torch", "{:.0f}", "max"),
+    ("sample img/s ORT", "sample_images_per_s_onnx", "{:.0f}", "max"),
+    ("batch-1 ms ORT", "sample_batch1_latency_ms_onnx", "{:.2f}", "min"),
+    ("params (k)", "num_parameters", "{:.0f}", ""),
+]
+
+
+def _fmt(value, fmt: str, key: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key == "kid_mean":
+        value = value * 1e3
+    if key == "num_parameters":
+        value = value / 1e3
+    return fmt.format(value)
+
+
+def load_rows(root: Path, families: list[str]) -> tuple[dict[str, dict], dict]:
+    rows = {}
+    for fam in families:
+        path = root / "metrics" / f"{fam}.json"
+        if not path.is_file():
+            raise GenopsError(f"{path} is missing: run `genops evaluate {fam}` first")
+        row = json.loads(path.read_text())
+        export = root / "metrics" / "export" / f"{fam}.json"
+        if export.is_file():
+            row.update(json.loads(export.read_text()))
+        rows[fam] = row
+    ev_path = root / "metrics" / "evaluator.json"
+    evaluator = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
+    return rows, evaluator
+
+
+def table_markdown(rows: dict[str, dict], evaluator: dict) -> str:
+    head = "| family | " + " | ".join(f"{t} {'↓' if b == 'min' else '↑' if b == 'max' else ''}".rstrip()
+                                      for t, _, _, b in COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
+    best = {}
+    for _, key, _, better in COLUMNS:
+        vals = [r[key] for r in rows.values() if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        if better and len(vals) > 1:
+            best[key] = min(vals) if better == "min" else max(vals)
+    for fam, row in rows.items():
+        cells = []
+        for _, key, fmt, _ in COLUMNS:
+            text = _fmt(row.get(key), fmt, key)
+            cells.append(f"**{text}**" if key in best and row.get(key) == best[key] else text)
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    if evaluator:
+        floor = {k[len("floor_"):]: v for k, v in evaluator.items() if k.startswith("floor_")}
+        cells = [_fmt(floor.get(key), fmt, key) for _, key, fmt, _ in COLUMNS]
+        lines.append("| *real data (floor)* | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _bar_charts(rows: dict[str, dict], evaluator: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("FID (lower is better)", "fid"), ("recall / coverage", ("recall", "coverage")),
+              ("sampling images/s (log)", ("sample_images_per_s_torch", "sample_images_per_s_onnx")),
+              ("training images/s", "train_images_per_s")]
+    fams = list(rows)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, keys) in zip(axes, panels):
+        keys = (keys,) if isinstance(keys, str) else keys
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            vals = [rows[f].get(key) or 0.0 for f in fams]
+            label = key.replace("sample_images_per_s_", "")
+            ax.bar([x + i * width for x in range(len(fams))], vals, width, label=label)
+            floor = evaluator.get(f"floor_{key}")
+            if floor is not None:
+                ax.axhline(floor, ls="--", lw=1, color=f"C{i}", alpha=0.7)
+        ax.set_xticks([x + width * (len(keys) - 1) / 2 for x in range(len(fams))], fams, rotation=20)
+        ax.set_title(title)
+        if "log" in title:
+            ax.set_yscale("log")
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle("genops: families side by side (dashed = real-data floor)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _side_by_side(root: Path, families: list[str], name: str, path: Path) -> Path | None:
+    """Each family's PNG (samples or interpolation) in one figure, titled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    found = [(f, root / "reports" / f / "eval" / name) for f in families]
+    found = [(f, p) for f, p in found if p.is_file()]
+    if not found:
+        return None
+    fig, axes = plt.subplots(1, len(found), figsize=(4 * len(found), 4.3), squeeze=False)
+    for ax, (fam, png) in zip(axes[0], found):
+        ax.imshow(Image.open(png))
+        ax.set_title(fam)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
+    """A `comparison` run holding the report and every family's headline numbers."""
+    import mlflow
+
+    from genops.tracking.store import git_commit, setup_mlflow
+
+    setup_mlflow(root)
+    with mlflow.start_run(run_name="comparison") as run:
+        mlflow.set_tags({"genops.kind": "comparison", "genops.git_commit": git_commit(root)})
+        for fam, row in rows.items():
+            mlflow.log_metrics({f"{fam}.{key}": float(row[key]) for _, key, _, _ in COLUMNS
+                                if isinstance(row.get(key), int | float) and math.isfinite(row[key])})
+        mlflow.log_artifacts(str(out), artifact_path="comparison")
+    return run.info.run_id
+
+
+def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
+    families = list(params.get("families", []))
+    rows, evaluator = load_rows(root, families)
+    out = root / "reports" / "comparison"
+    out.mkdir(parents=True, exist_ok=True)
+    charts = _bar_charts(rows, evaluator, out / "metrics.png")
+    samples = _side_by_side(root, families, "samples.png", out / "samples.png")
+    interps = _side_by_side(root, families, "interpolation.png", out / "interpolations.png")
+    space = evaluator.get("feature_space", "unknown")
+    acc = evaluator.get("test_accuracy")
+    lines = [
+        "# genops: generative families compared", "",
+        f"All sample metrics use {evaluator.get('n_floor', '?')} samples per family against "
+        f"{evaluator.get('n_reference', '?')} real training images, in the feature space of the "
+        + (f"in-domain evaluator classifier (test accuracy {acc:.4f})." if space == "classifier" and acc is not None
+           else "seeded random-weight evaluator (the data is unlabeled: Naeem et al. 2020)."),
+        "The last row is real held-out data scored the same way: what a perfect generator would get.", "",
+        table_markdown(rows, evaluator), "",
+        "Reading it: FID/KID = quality and diversity together; precision = samples look real; recall and "
+        "coverage = the real data's variety is reproduced; modes = classes that get at least half their share "
+        "of samples (mode collapse shows here); NLL = test likelihood where the family has one; loss CV and "
+        "spikes = training stability; speeds are measured on this machine.", "",
+        "![metrics](metrics.png)", "",
+    ]
+    if samples:
+        lines += ["## Samples", "", "![samples](samples.png)", ""]
+    if interps:
+        lines += ["## Latent interpolations", "", "![interpolations](interpolations.png)", ""]
+    warnings = [f"- {fam}: {w}" for fam, r in rows.items() for w in r.get("warnings", [])]
+    if warnings:
+        lines += ["## Warnings", "", *warnings, ""]
+    report = out / "comparison.md"
+    write_text_atomic(report, "\n".join(lines))
+    run_id = _log_to_mlflow(root, out, rows) if log_mlflow else None
+    return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps) if p],
+            "families": families, "mlflow_run_id": run_id}
