@@ -89,6 +89,10 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     (root / "reports" / "pipeline_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     create_markdown_artifact(key="genops-pipeline", markdown=_summary_markdown(root, selected, records, timing),
                              description="genops pipeline: metrics and promotion decisions")
+    comparison = root / "reports" / "comparison" / "comparison.md"
+    if comparison.is_file():
+        create_markdown_artifact(key="genops-comparison", markdown=comparison.read_text(),
+                                 description="genops: all families side by side (reports/comparison)")
     if failed:
         raise GenopsError("pipeline failed:\n" + "\n".join(f"- {k}: {v}" for k, v in failed.items()))
     return summary

@@ -40,6 +40,12 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
         assert (root / "reports" / fam / "eval" / "samples.png").is_file()
     vae = json.loads((root / "metrics" / "vae.json").read_text())
     assert vae["test_nll_bpd"] > 0 and vae["test_elbo_nats"] < 0
+    assert vae["primary_metric"] == "fid" and vae["fid"] > 0 and 0 <= vae["recall"] <= 1
+    assert 0 <= vae["modes_covered"] <= 10
+    evaluator = json.loads((root / "metrics" / "evaluator.json").read_text())
+    assert evaluator["feature_space"] == "classifier" and 0 <= evaluator["test_accuracy"] <= 1
+    report = (root / "reports" / "comparison" / "comparison.md").read_text()
+    assert "| vae |" in report and "| autoencoder |" in report and "real data (floor)" in report
 
     client = _client(tmp_path)
     champion = client.get_model_version_by_alias("genops-vae", "champion")

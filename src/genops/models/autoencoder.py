@@ -42,7 +42,7 @@ class Autoencoder(Family):
         limits=["not a generative model: the latent space has no prior, so samples from the fitted Gaussian "
                 "often decode to implausible blends", "no likelihood"],
     )
-    primary_metric = Metric("test_recon_mse", "min")
+    primary_metric = Metric("fid", "min")
 
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         if cfg.get("conditional"):

@@ -83,7 +83,7 @@ class VAE(Family):
         limits=["samples are blurrier than GAN/diffusion samples: the per-pixel likelihood averages modes",
                 "the NLL is an importance-weighted upper bound, not exact"],
     )
-    primary_metric = Metric("test_nll_bpd", "min")
+    primary_metric = Metric("fid", "min")
 
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         super().__init__(cfg, spec)

@@ -18,7 +18,7 @@ from genops.fsutil import write_text_atomic
 # (column title, metric key, format, better) — `better` is "min", "max" or "" (informational)
 COLUMNS = [
     ("FID", "fid", "{:.2f}", "min"),
-    ("KID x1e3", "kid_mean", "{:.2f}", "min"),
+    ("KID", "kid_mean", "{:.3g}", "min"),
     ("precision", "precision", "{:.3f}", "max"),
     ("recall", "recall", "{:.3f}", "max"),
     ("density", "density", "{:.3f}", ""),
@@ -39,8 +39,6 @@ COLUMNS = [
 def _fmt(value, fmt: str, key: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if key == "kid_mean":
-        value = value * 1e3
     if key == "num_parameters":
         value = value / 1e3
     return fmt.format(value)

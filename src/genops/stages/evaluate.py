@@ -11,6 +11,7 @@ import torch
 
 from genops.bundle import load_bundle
 from genops.data.tensors import load_split
+from genops.evaluation.stability import stability
 from genops.fsutil import write_json_atomic
 from genops.models.base import Family
 from genops.paths import ProjectPaths
@@ -38,6 +39,30 @@ def sampling_speed(family: Family, n: int, batch_size: int, seed: int, nets=None
     return {"images_per_s": throughput, "batch1_latency_ms": latency_ms}
 
 
+def sample_set(family: Family, n: int, seed: int, batch_size: int) -> torch.Tensor:
+    """n samples from fixed noise (seeded), in batches: the same draws for every evaluation of a family."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        labels = family.default_labels(n)
+        labels = labels[start : start + batch_size] if labels is not None else None
+        out.append(family.sample(min(batch_size, n - start), gen, labels=labels).cpu())
+    return torch.cat(out)
+
+
+def sample_quality(paths: ProjectPaths, net, meta: dict, samples: torch.Tensor, cfg: dict) -> dict:
+    """FID, KID, precision/recall, density/coverage, classifier score and modes, in evaluator features."""
+    from genops.evaluation.sample_metrics import all_metrics
+    from genops.stages.evaluator import features_and_probs, reference_subset
+
+    labeled = meta["kind"] == "classifier"
+    train = load_split(paths.prepared, "train")
+    reference = reference_subset(train, int(cfg.get("n_reference", 2000)), int(cfg.get("seed", 1234)))
+    ref_feats, _ = features_and_probs(net, reference, labeled)
+    fake_feats, fake_probs = features_and_probs(net, samples, labeled)
+    return all_metrics(ref_feats, fake_feats, fake_probs, cfg)
+
+
 def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, float]:
     import mlflow
 
@@ -55,8 +80,13 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
 
     log.info("evaluate %s on %d test images", family_name, len(test))
     metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed)))
-    n_grid = int(cfg.get("grid_size", 64))
-    samples = family.sample(n_grid, torch.Generator().manual_seed(seed))
+    from genops.stages.evaluator import load_evaluator
+
+    net, emeta = load_evaluator(paths)
+    n_eval = int(emeta["n_eval"])  # as many samples as real images in the floor
+    samples = sample_set(family, n_eval, seed, int(cfg.get("batch_size", 256)))
+    metrics.update(sample_quality(paths, net, emeta, samples, cfg))
+    metrics.update(stability(_history(paths.checkpoint(family_name) / "history.csv")))
     speed = sampling_speed(family, int(cfg.get("speed_samples", 256)), int(cfg.get("batch_size", 256)), seed)
     metrics.update({
         "sample_images_per_s_torch": speed["images_per_s"],
@@ -71,7 +101,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     import shutil
 
     shutil.rmtree(report, ignore_errors=True)
-    grid = save_grid(samples, report / "samples.png", nrow=8)
+    grid = save_grid(samples[: int(cfg.get("grid_size", 64))], report / "samples.png", nrow=8)
     a, b = test.head(8).to(device), test.to(device)
     interp = family.interpolate(a.batch(torch.arange(0, 8, device=device)),
                                 b.batch(torch.arange(8, 16, device=device) % len(test)), steps=10)
@@ -79,7 +109,8 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     if interp is not None:
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
-           "primary_direction": family.primary_metric.direction, **metrics}
+           "primary_direction": family.primary_metric.direction, "n_samples": len(samples),
+           "feature_space": emeta["kind"], **metrics}
     write_json_atomic(paths.metrics(family_name), out)
 
     with family_run(root, paths, family_name):
@@ -87,3 +118,10 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
         for fig in figures:
             mlflow.log_artifact(str(fig), artifact_path="plots")
     return out
+
+
+def _history(path: Path) -> list[dict[str, float]]:
+    import csv
+
+    with path.open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]

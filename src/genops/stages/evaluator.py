@@ -69,7 +69,8 @@ def evaluator_stage(params: dict, root: Path) -> dict:
         net.eval()
         log.info("evaluator: unlabeled data -> seeded random-weight features")
 
-    n = int(ecfg.get("n_samples", 1000))
+    # Samples per family = real test images in the floor, so FID's sample-size bias is the same for both.
+    n = min(int(ecfg.get("n_samples", 1000)), len(test))
     reference = reference_subset(train, int(ecfg.get("n_reference", 2000)), int(ecfg.get("seed", 1234)))
     ref_feats, _ = features_and_probs(net, reference, spec.labeled)
     held_out = test.images[:n]
@@ -77,7 +78,7 @@ def evaluator_stage(params: dict, root: Path) -> dict:
     floor = all_metrics(ref_feats, test_feats, test_probs, {**ecfg, "seed": seed})
     meta = {"kind": kind, "test_accuracy": accuracy, "spec": spec.to_dict(), "num_classes": spec.num_classes,
             "width": int(cfg.get("width", 32)), "num_features": net.num_features,
-            "n_reference": len(reference), "n_floor": len(held_out)}
+            "n_reference": len(reference), "n_floor": len(held_out), "n_eval": len(held_out)}
     with atomic_dir(paths.root / "checkpoints" / "evaluator") as out:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "weights.safetensors"))
         write_json_atomic(out / "evaluator.json", meta)

@@ -24,6 +24,7 @@ class TrainState:
     step: int
     history: list[dict[str, float]]
     fingerprint: str
+    seconds: float = 0.0  # training time spent so far, across resumptions
 
 
 def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: torch.Generator,
@@ -35,6 +36,7 @@ def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: t
         "step": state.step,
         "history": state.history,
         "fingerprint": state.fingerprint,
+        "seconds": state.seconds,
         "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -60,4 +62,4 @@ def load_checkpoint(folder: Path, family: Family, optimizers: dict, generator: t
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    return TrainState(payload["step"], payload["history"], fingerprint)
+    return TrainState(payload["step"], payload["history"], fingerprint, float(payload.get("seconds", 0.0)))

@@ -79,6 +79,7 @@ def train(family: Family, data: ImageSet, cfg: TrainConfig, work_dir: Path, fing
     state = load_checkpoint(work_dir, family, optimizers, generator, fingerprint)
     start = state.step if state else 0
     history = list(state.history) if state else []
+    prior_seconds = state.seconds if state else 0.0
     if start:
         log.info("resuming %s from step %d (checkpoint in %s)", family.name, start, work_dir)
     schedule = BatchSchedule(len(data), cfg.batch_size, cfg.seed)
@@ -98,13 +99,13 @@ def train(family: Family, data: ImageSet, cfg: TrainConfig, work_dir: Path, fing
         history.append({"step": step + 1, **losses})
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            save_checkpoint(work_dir, family, optimizers, generator, TrainState(done, history, fingerprint))
+            spent = prior_seconds + time.perf_counter() - t0
+            save_checkpoint(work_dir, family, optimizers, generator, TrainState(done, history, fingerprint, spent))
         if on_log and (done % cfg.log_every == 0 or done == cfg.steps):
             on_log(done, losses)
         if done % 10 == 0:
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()}, refresh=False)
     bar.close()
-    wall = time.perf_counter() - t0
-    ran = cfg.steps - start
+    total = prior_seconds + time.perf_counter() - t0  # a resumed run reports the whole run's speed
     family.train_mode(False)
-    return TrainResult(history, cfg.steps, start, wall, ran * schedule.batch_size / wall if ran and wall else 0.0)
+    return TrainResult(history, cfg.steps, start, total, cfg.steps * schedule.batch_size / total if total else 0.0)
