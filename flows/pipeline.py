@@ -24,9 +24,9 @@ from genops.orchestration import StageInfo, changed_stages, commit_stages, run_s
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
-def run_stage(workspace: str, stage: StageInfo) -> dict:
+def run_stage(workspace: str, stage: StageInfo, in_process: bool = False) -> dict:
     get_run_logger().info("running %s: %s", stage.name, stage.cmd)
-    wall = run_stage_command(Path(workspace), stage)
+    wall = run_stage_command(Path(workspace), stage, in_process=in_process)
     return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
 
 
@@ -59,6 +59,9 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     params = load_params(root)
     selected = families or list(params.get("families", []))
+    orchestration = params.get("orchestration", {})
+    # In-process stages share one interpreter, so only when they run one at a time.
+    in_process = bool(orchestration.get("in_process", True)) and int(orchestration.get("max_parallel", 1)) == 1
     records: list[dict] = []
     failed: dict[str, str] = {}  # stage -> error; a failed family stops, the others go on
     for wave in stage_waves(root, selected):
@@ -68,7 +71,7 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
         for s in runnable:
             if s.name not in changed:
                 records.append({"stage": s.name, "family": s.family, "status": "skipped (unchanged)"})
-        futures = {s.name: run_stage.submit(workspace, s) for s in runnable if s.name in changed}
+        futures = {s.name: run_stage.submit(workspace, s, in_process) for s in runnable if s.name in changed}
         done = []
         for name, fut in futures.items():
             try:

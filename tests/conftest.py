@@ -36,6 +36,13 @@ TINY = {
     "validation.min_per_class": 2,
     "autoencoder.widths": [8, 16],
     "vae.widths": [8, 16],
+    "families": ["autoencoder", "vae"],
+    "gan.widths": [8, 16],
+    "gan.monitor_every": 6,
+    "gan.monitor_samples": 32,
+    "wgan-gp.widths": [8, 16],
+    "wgan-gp.monitor_every": 6,
+    "wgan-gp.monitor_samples": 32,
 }
 
 

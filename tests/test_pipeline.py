@@ -95,12 +95,16 @@ def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):
     assert "metrics/autoencoder.json" in json.dumps(metrics)
 
 
-def test_smoke_runs_in_a_scratch_workspace_and_leaves_the_registry_alone(tmp_path):
-    root = make_project(tmp_path / "proj")
+def test_smoke_gans_run_in_a_scratch_workspace_and_leave_the_registry_alone(tmp_path):
+    root = make_project(tmp_path / "proj", {"families": ["vae", "gan", "wgan-gp"]})
     env = env_for(root, tmp_path)
-    run(["genops", "pipeline", "--smoke", "--families", "vae", "--set", "train.steps=6"], root, env)
+    run(["genops", "pipeline", "--smoke", "--families", "gan,wgan-gp", "--set", "train.steps=8"], root, env)
     smoke = root / ".genops" / "smoke"
-    assert json.loads((smoke / "reports" / "registry" / "vae.json").read_text())["version"] == 1
+    for fam in ("gan", "wgan-gp"):
+        assert json.loads((smoke / "reports" / "registry" / f"{fam}.json").read_text())["version"] == 1
+        metrics = json.loads((smoke / "metrics" / f"{fam}.json").read_text())
+        assert np.isfinite(metrics["fid"]) and "loss_cv_last_half" in metrics
+    assert "| gan |" in (smoke / "reports" / "comparison" / "comparison.md").read_text()
     assert not (root / "checkpoints").exists()
     assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_registered_models()
 

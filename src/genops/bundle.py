@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from genops.data.spec import DataSpec
 from genops.models.base import Family
-from genops.models.registry import family_class
+from genops.models.registry import instantiate
 
 FAMILY_JSON = "family.json"
 WEIGHTS = "weights.safetensors"
@@ -33,7 +33,7 @@ def read_meta(folder: Path) -> dict:
 
 def load_bundle(folder: Path, device: torch.device | str = "cpu", weights: bool = True) -> Family:
     meta = read_meta(folder)
-    family = family_class(meta["family"])(meta["cfg"], DataSpec.from_dict(meta["spec"]))
+    family = instantiate(meta["family"], meta["cfg"], DataSpec.from_dict(meta["spec"]))
     if weights:
         family.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     family.to(torch.device(device))

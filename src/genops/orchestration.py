@@ -79,9 +79,51 @@ def commit_stages(root: Path, names: list[str]) -> None:
             _dvc(root, "commit", "--force", "--quiet", *names)
 
 
-def run_stage_command(root: Path, stage: StageInfo) -> float:
-    """Run a stage's command exactly as `dvc repro` would, streaming its output (progress bars
-    included) to our stderr; returns its wall time in seconds."""
+def _in_process_argv(cmd: str) -> list[str] | None:
+    """The argv of a plain `genops ...` command (no shell syntax), else None."""
+    import shlex
+
+    if any(ch in cmd for ch in "|&;<>$`\n"):
+        return None
+    argv = shlex.split(cmd)
+    return argv[1:] if argv and argv[0] == "genops" else None
+
+
+_IN_PROCESS_ENV = ("GENOPS_ROOT", "DVC_ROOT", "DVC_STAGE")
+
+
+def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False) -> float:
+    """Run a stage's command as `dvc repro` would; returns its wall time in seconds.
+
+    `in_process` runs a plain `genops ...` command inside this process (same argument parsing and
+    stage function, minus the interpreter start and the torch/mlflow imports). Only for stages run
+    one at a time: the environment variables the stage reads are process-wide.
+    """
+    argv = _in_process_argv(stage.cmd) if in_process else None
+    if argv is not None:
+        import json as _json
+
+        from genops.cli import run_in_process
+
+        saved = {k: os.environ.get(k) for k in _IN_PROCESS_ENV}
+        os.environ.update({"GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name})
+        sys.stderr.write(f"--- {stage.name}: {stage.cmd} (in process)\n")
+        t0 = time.perf_counter()
+        try:
+            result = run_in_process(argv)
+        except GenopsError as exc:
+            raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed:\n{exc}") from exc
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        if result is not None:
+            sys.stderr.write(_json.dumps(result, indent=2, default=str)[:2000] + "\n")
+        return time.perf_counter() - t0
+    return _run_subprocess(root, stage)
+
+
+def _run_subprocess(root: Path, stage: StageInfo) -> float:
+    """Run the command in a shell, streaming its output (progress bars included) to our stderr."""
     import collections
 
     env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name}

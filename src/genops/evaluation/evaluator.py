@@ -58,7 +58,9 @@ def train_classifier(net: EvaluatorNet, images: torch.Tensor, labels: torch.Tens
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     losses = []
-    for _ in range(steps):
+    from tqdm.auto import tqdm
+
+    for _ in tqdm(range(steps), desc="train evaluator", mininterval=1.0, dynamic_ncols=True):
         idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
         x = images[idx].float() / 255.0
         loss = F.cross_entropy(net(x), labels[idx])

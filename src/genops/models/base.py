@@ -61,9 +61,10 @@ class FamilyInfo:
 
 
 class Family(ABC):
-    name: ClassVar[str]
+    name: str  # class default; the registry sets the registered name (one class can serve several)
     info: ClassVar[FamilyInfo]
     primary_metric: ClassVar[Metric]
+    monitor_loss: ClassVar[str] = "loss"  # the loss whose history measures training stability
 
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         self.cfg = dict(cfg)

@@ -14,6 +14,8 @@ from genops.models.base import Family
 FAMILIES: dict[str, str] = {
     "autoencoder": "genops.models.autoencoder:Autoencoder",
     "vae": "genops.models.vae:VAE",
+    "gan": "genops.models.gan:GAN",  # DCGAN, objective from params (default non-saturating)
+    "wgan-gp": "genops.models.gan:GAN",  # the same networks trained with the WGAN-GP objective
 }
 
 
@@ -24,9 +26,17 @@ def family_class(name: str) -> type[Family]:
     return getattr(importlib.import_module(module), cls)
 
 
+def instantiate(name: str, cfg: dict, spec: DataSpec) -> Family:
+    """Build family `name` from its config; the instance carries the registered name."""
+    family = family_class(name).__new__(family_class(name))
+    family.name = name  # set first so error messages from __init__ name the registered family
+    family.__init__(cfg, spec)
+    return family
+
+
 def build_family(name: str, params: dict, spec: DataSpec) -> Family:
     """Build a family from its params.yaml section (`params[name]`)."""
     cfg = params.get(name)
     if cfg is None:
         raise GenopsError(f"params.yaml has no section '{name}' for family {name!r}")
-    return family_class(name)(cfg, spec)
+    return instantiate(name, cfg, spec)

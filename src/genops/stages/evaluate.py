@@ -86,7 +86,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     n_eval = int(emeta["n_eval"])  # as many samples as real images in the floor
     samples = sample_set(family, n_eval, seed, int(cfg.get("batch_size", 256)))
     metrics.update(sample_quality(paths, net, emeta, samples, cfg))
-    metrics.update(stability(_history(paths.checkpoint(family_name) / "history.csv")))
+    metrics.update(stability(_history(paths.checkpoint(family_name) / "history.csv"), key=family.monitor_loss))
     speed = sampling_speed(family, int(cfg.get("speed_samples", 256)), int(cfg.get("batch_size", 256)), seed)
     metrics.update({
         "sample_images_per_s_torch": speed["images_per_s"],
@@ -110,7 +110,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
            "primary_direction": family.primary_metric.direction, "n_samples": len(samples),
-           "feature_space": emeta["kind"], **metrics}
+           "feature_space": emeta["kind"], "warnings": train_info.get("warnings", []), **metrics}
     write_json_atomic(paths.metrics(family_name), out)
 
     with family_run(root, paths, family_name):

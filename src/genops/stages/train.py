@@ -47,8 +47,11 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
     family = build_family(family_name, params, spec)
     cfg = TrainConfig.from_params(train_params, seed)
     cfg.progress = bool(train_params.get("progress", True))
+    # Families whose step is cheaper (a WGAN critic step) may ask for proportionally more of them.
+    cfg.steps = max(1, round(cfg.steps * float(params[family_name].get("steps_scale", 1.0))))
+    # The code is part of the fingerprint: a changed model or loop never resumes an old checkpoint.
     fingerprint = params_hash({"family": family_name, "cfg": params[family_name], "train": train_params,
-                               "seed": seed, "data": spec_data["data_hash"]})
+                               "seed": seed, "data": spec_data["data_hash"], "code": code_hash()})
     data = load_split(paths.prepared, "train")
     log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
              len(data), cfg.steps, device)
@@ -61,8 +64,15 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
         mlflow.log_params(flatten({"family": params[family_name], "train": train_params, "seed": seed,
                                    "data": params.get("data", {})}))
         _log_dataset(paths, spec_data)
-        result = train(family, data, cfg, paths.work(family_name), fingerprint, device,
-                       on_log=lambda step, losses: mlflow.log_metrics(losses, step=step))
+        monitor = _collapse_monitor(paths, family, params[family_name], train_params)
+        every = int(params[family_name].get("monitor_every", train_params.get("monitor_every", 0)) or 0)
+
+        def on_log(step: int, losses: dict[str, float]) -> None:
+            mlflow.log_metrics(losses, step=step)
+            if monitor and (step % every == 0 or step == cfg.steps):
+                mlflow.log_metrics(monitor(step), step=step)
+
+        result = train(family, data, cfg, paths.work(family_name), fingerprint, device, on_log=on_log)
         family.on_train_end(data, cfg.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
                             "num_parameters": family.num_parameters()})
@@ -78,7 +88,8 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
                                                    "images_per_s": round(result.images_per_s, 2),
                                                    "resumed_from": result.resumed_from,
                                                    "num_parameters": family.num_parameters(),
-                                                   "device": str(device)})
+                                                   "device": str(device),
+                                                   "warnings": monitor.warnings if monitor else []})
         curve = save_loss_curve(result.history, paths.report(family_name) / "train" / "loss_curve.png",
                                 f"{family_name} training losses")
         mlflow.log_artifact(str(curve), artifact_path="plots")
@@ -104,3 +115,36 @@ def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:
         ds = mlflow.data.from_numpy(npz["images"], targets=npz["labels"], source=str(paths.prepared),
                                     name=f"{spec_data['source']}@{spec_data['data_hash']}")
     mlflow.log_input(ds, context="training")
+
+
+def code_hash() -> str:
+    """Hash of the model and training code (the parts that decide what a checkpoint means)."""
+    import hashlib
+
+    import genops.models
+    import genops.training
+
+    digest = hashlib.sha256()
+    for package in (genops.models, genops.training):
+        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _collapse_monitor(paths: ProjectPaths, family, cfg: dict, train_params: dict):
+    """A CollapseMonitor in evaluator features when `monitor_every` > 0, else None."""
+    every = int(cfg.get("monitor_every", train_params.get("monitor_every", 0)) or 0)
+    if every <= 0:
+        return None
+    from genops.data.tensors import load_split
+    from genops.stages.evaluator import features_and_probs, load_evaluator, reference_subset
+    from genops.training.monitor import CollapseMonitor
+
+    net, meta = load_evaluator(paths)
+    labeled = meta["kind"] == "classifier"
+    reference = reference_subset(load_split(paths.prepared, "train"), int(cfg.get("monitor_samples", 256)), 7)
+    return CollapseMonitor(family, lambda x: features_and_probs(net, x, labeled),
+                           features_and_probs(net, reference, labeled)[0],
+                           n_samples=int(cfg.get("monitor_samples", 256)),
+                           min_recall=float(cfg.get("collapse_min_recall", 0.05)),
+                           min_modes=int(cfg.get("collapse_min_modes", max(1, meta["num_classes"] // 2))))
