@@ -32,3 +32,14 @@ def test_report_regenerates_from_metrics_files_alone(tmp_path):
     shutil.rmtree(tmp_path / "reports")
     compare_stage(params, tmp_path)
     assert (tmp_path / "reports" / "comparison" / "comparison.md").read_text() == report
+
+
+def test_sampling_variants_become_a_quality_speed_table(tmp_path):
+    _write(tmp_path / "metrics" / "diffusion.json", {"fid": 5.0, "ddim10_fid": 9.0, "ddim10_recall": 0.4,
+                                                     "ddim10_images_per_s": 50.0, "ddpm_fid": 4.0,
+                                                     "ddpm_recall": 0.6, "ddpm_images_per_s": 0.5})
+    compare_stage({"families": ["diffusion"]}, tmp_path)
+    report = (tmp_path / "reports" / "comparison" / "comparison.md").read_text()
+    assert "| diffusion | ddim10 | 9.00 | 0.400 | 50.0 |" in report
+    assert report.index("ddim10 |") < report.index("ddpm |")  # fastest first
+    assert (tmp_path / "reports" / "comparison" / "quality_vs_speed.png").is_file()

@@ -73,14 +73,15 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     # A worse candidate is registered but does not displace the champion.
     metrics_path = root / "metrics" / "vae.json"
     worse = json.loads(metrics_path.read_text())
-    worse["test_nll_bpd"] += 1.0
+    primary = worse["primary_metric"]
+    worse[primary] += 1.0  # FID: higher is worse
     metrics_path.write_text(json.dumps(worse))
     result = json.loads(run(["genops", "register", "vae"], root, env).stdout)
     assert result["alias"] == "challenger" and result["version"] == 2
     assert client.get_model_version_by_alias("genops-vae", "champion").version == champion.version
     challenger = client.get_model_version_by_alias("genops-vae", "challenger")
     assert challenger.tags["genops.promotion.decision"] == "challenger"
-    assert float(challenger.tags["genops.promotion.champion_value"]) == pytest.approx(worse["test_nll_bpd"] - 1.0)
+    assert float(challenger.tags["genops.promotion.champion_value"]) == pytest.approx(worse[primary] - 1.0)
 
 
 def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):

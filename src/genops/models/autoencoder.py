@@ -94,7 +94,7 @@ class Autoencoder(Family):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-               nets: Mapping[str, Net] | None = None) -> torch.Tensor:
+               nets: Mapping[str, Net] | None = None, **kwargs) -> torch.Tensor:
         nets = nets or self.sampling_nets()
         noise = torch.randn(n, self.latent_dim, generator=generator)
         return nets["sampler"](noise.to(self.device)).clamp(0, 1)

@@ -99,9 +99,15 @@ class Family(ABC):
     @abstractmethod
     def sample(
         self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-        nets: Mapping[str, Net] | None = None,
+        nets: Mapping[str, Net] | None = None, **kwargs,
     ) -> torch.Tensor:
-        """n images in [0, 1], N x C x H x W. `nets` may be ONNX Runtime sessions; default torch."""
+        """n images in [0, 1], N x C x H x W. `nets` may be ONNX Runtime sessions; default torch.
+        Extra keyword arguments select a sampling variant (see `sample_variants`)."""
+
+    def sample_variants(self) -> dict[str, dict]:
+        """Named alternative settings of `sample` (e.g. DDIM step counts) whose quality/speed trade-off
+        the evaluation measures: name -> keyword arguments for `sample`."""
+        return {}
 
     def default_labels(self, n: int) -> torch.Tensor | None:
         """Labels cycling over classes for conditional families, None otherwise."""

@@ -133,7 +133,7 @@ class VAE(Family):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
-               nets: Mapping[str, Net] | None = None) -> torch.Tensor:
+               nets: Mapping[str, Net] | None = None, **kwargs) -> torch.Tensor:
         nets = nets or self.sampling_nets()
         noise = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
         labels = labels if labels is not None else self.default_labels(n)

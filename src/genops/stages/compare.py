@@ -45,16 +45,19 @@ def _fmt(value, fmt: str, key: str) -> str:
 
 
 def load_rows(root: Path, families: list[str]) -> tuple[dict[str, dict], dict]:
+    """Metrics of the families evaluated so far (a `--families` subset run leaves others out)."""
     rows = {}
     for fam in families:
         path = root / "metrics" / f"{fam}.json"
         if not path.is_file():
-            raise GenopsError(f"{path} is missing: run `genops evaluate {fam}` first")
+            continue
         row = json.loads(path.read_text())
         export = root / "metrics" / "export" / f"{fam}.json"
         if export.is_file():
             row.update(json.loads(export.read_text()))
         rows[fam] = row
+    if not rows:
+        raise GenopsError(f"no metrics/FAMILY.json under {root} for {', '.join(families)}: run `genops evaluate` first")
     ev_path = root / "metrics" / "evaluator.json"
     evaluator = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
     return rows, evaluator
@@ -117,6 +120,43 @@ def _bar_charts(rows: dict[str, dict], evaluator: dict, path: Path) -> Path:
     return path
 
 
+def variant_table(rows: dict[str, dict]) -> dict[str, list[tuple[str, float, float, float]]]:
+    """family -> [(variant, fid, recall, images/s)] for families that report sampling variants."""
+    out: dict[str, list[tuple[str, float, float, float]]] = {}
+    for fam, row in rows.items():
+        names = sorted({k[: -len("_images_per_s")] for k in row if k.endswith("_images_per_s")
+                        and f"{k[: -len('_images_per_s')]}_fid" in row})
+        if names:
+            out[fam] = sorted(((n, row[f"{n}_fid"], row.get(f"{n}_recall", float("nan")), row[f"{n}_images_per_s"])
+                               for n in names), key=lambda v: -v[3])
+    return out
+
+
+def _variant_curves(variants: dict[str, list], path: Path) -> Path | None:
+    """Quality against sampling speed, one line per family (e.g. DDIM steps vs DDPM-T)."""
+    if not variants:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for fam, points in variants.items():
+        ax.plot([p[3] for p in points], [p[1] for p in points], "o-", label=fam)
+        for name, fid, _, speed in points:
+            ax.annotate(name, (speed, fid), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling images/s (log)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("quality vs sampling speed")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _side_by_side(root: Path, families: list[str], name: str, path: Path) -> Path | None:
     """Each family's PNG (samples or interpolation) in one figure, titled."""
     import matplotlib
@@ -157,13 +197,16 @@ def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
 
 
 def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
-    families = list(params.get("families", []))
-    rows, evaluator = load_rows(root, families)
+    rows, evaluator = load_rows(root, list(params.get("families", [])))
+    missing = [f for f in params.get("families", []) if f not in rows]
+    families = list(rows)
     out = root / "reports" / "comparison"
     out.mkdir(parents=True, exist_ok=True)
     charts = _bar_charts(rows, evaluator, out / "metrics.png")
     samples = _side_by_side(root, families, "samples.png", out / "samples.png")
     interps = _side_by_side(root, families, "interpolation.png", out / "interpolations.png")
+    variants = variant_table(rows)
+    curves = _variant_curves(variants, out / "quality_vs_speed.png")
     space = evaluator.get("feature_space", "unknown")
     acc = evaluator.get("test_accuracy")
     lines = [
@@ -180,15 +223,24 @@ def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
         "spikes = training stability; speeds are measured on this machine.", "",
         "![metrics](metrics.png)", "",
     ]
+    if variants:
+        lines += ["## Quality against sampling speed", "",
+                  "| family | sampler | FID ↓ | recall ↑ | images/s ↑ |", "|---|---|---|---|---|"]
+        lines += [f"| {fam} | {name} | {fid:.2f} | {rec:.3f} | {speed:.1f} |"
+                  for fam, points in variants.items() for name, fid, rec, speed in points]
+        lines += ["", "(each sampler scored on `evaluate.variant_samples` samples: compare rows with each other)",
+                  "", "![quality vs speed](quality_vs_speed.png)", ""]
     if samples:
         lines += ["## Samples", "", "![samples](samples.png)", ""]
     if interps:
         lines += ["## Latent interpolations", "", "![interpolations](interpolations.png)", ""]
+    if missing:
+        lines += [f"Not evaluated yet (no metrics file): {', '.join(missing)}.", ""]
     warnings = [f"- {fam}: {w}" for fam, r in rows.items() for w in r.get("warnings", [])]
     if warnings:
         lines += ["## Warnings", "", *warnings, ""]
     report = out / "comparison.md"
     write_text_atomic(report, "\n".join(lines))
     run_id = _log_to_mlflow(root, out, rows) if log_mlflow else None
-    return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps) if p],
+    return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps, curves) if p],
             "families": families, "mlflow_run_id": run_id}

@@ -39,15 +39,36 @@ def sampling_speed(family: Family, n: int, batch_size: int, seed: int, nets=None
     return {"images_per_s": throughput, "batch1_latency_ms": latency_ms}
 
 
-def sample_set(family: Family, n: int, seed: int, batch_size: int) -> torch.Tensor:
+def sample_set(family: Family, n: int, seed: int, batch_size: int, **variant) -> torch.Tensor:
     """n samples from fixed noise (seeded), in batches: the same draws for every evaluation of a family."""
     gen = torch.Generator().manual_seed(seed)
     out = []
+    labels_all = family.default_labels(n)
     for start in range(0, n, batch_size):
-        labels = family.default_labels(n)
-        labels = labels[start : start + batch_size] if labels is not None else None
-        out.append(family.sample(min(batch_size, n - start), gen, labels=labels).cpu())
+        labels = labels_all[start : start + batch_size] if labels_all is not None else None
+        out.append(family.sample(min(batch_size, n - start), gen, labels=labels, **variant).cpu())
     return torch.cat(out)
+
+
+def variant_metrics(paths: ProjectPaths, family: Family, net, meta: dict, cfg: dict, seed: int) -> dict:
+    """FID, recall and images/s for each sampling variant (e.g. DDPM-T vs DDIM-S): a measured curve.
+
+    Variants use `evaluate.variant_samples` images each (fewer than the headline FID, so expensive
+    samplers stay affordable); compare variants with each other, not with the headline number.
+    """
+    import time
+
+    out: dict[str, float] = {}
+    n = min(int(cfg.get("variant_samples", 200)), int(meta["n_eval"]))
+    for name, kwargs in family.sample_variants().items():
+        t0 = time.perf_counter()
+        images = sample_set(family, n, seed, int(cfg.get("batch_size", 256)), **kwargs)
+        rate = n / (time.perf_counter() - t0)
+        quality = sample_quality(paths, net, meta, images, cfg)
+        out.update({f"{name}_fid": quality["fid"], f"{name}_recall": quality["recall"],
+                    f"{name}_images_per_s": rate, f"{name}_samples": float(n)})
+        log.info("evaluate %s variant %s: FID %.2f at %.1f images/s", family.name, name, quality["fid"], rate)
+    return out
 
 
 def sample_quality(paths: ProjectPaths, net, meta: dict, samples: torch.Tensor, cfg: dict) -> dict:
@@ -86,6 +107,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     n_eval = int(emeta["n_eval"])  # as many samples as real images in the floor
     samples = sample_set(family, n_eval, seed, int(cfg.get("batch_size", 256)))
     metrics.update(sample_quality(paths, net, emeta, samples, cfg))
+    metrics.update(variant_metrics(paths, family, net, emeta, cfg, seed))
     metrics.update(stability(_history(paths.checkpoint(family_name) / "history.csv"), key=family.monitor_loss))
     speed = sampling_speed(family, int(cfg.get("speed_samples", 256)), int(cfg.get("batch_size", 256)), seed)
     metrics.update({

@@ -51,7 +51,10 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
     cfg.steps = max(1, round(cfg.steps * float(params[family_name].get("steps_scale", 1.0))))
     # The code is part of the fingerprint: a changed model or loop never resumes an old checkpoint.
     fingerprint = params_hash({"family": family_name, "cfg": params[family_name], "train": train_params,
-                               "seed": seed, "data": spec_data["data_hash"], "code": code_hash()})
+                               "seed": seed, "data": spec_data["data_hash"], "code": code_hash(family_name)})
+    done = _up_to_date(paths, family_name, fingerprint)
+    if done is not None:
+        return done
     data = load_split(paths.prepared, "train")
     log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
              len(data), cfg.steps, device)
@@ -117,18 +120,57 @@ def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:
     mlflow.log_input(ds, context="training")
 
 
-def code_hash() -> str:
-    """Hash of the model and training code (the parts that decide what a checkpoint means)."""
+def code_hash(family_name: str) -> str:
+    """Hash of the code that decides what a checkpoint of this family means: the family's module and
+    the genops.models modules it imports (followed statically), plus the training loop."""
+    import ast
     import hashlib
+    import importlib.util
 
-    import genops.models
     import genops.training
+    from genops.models.registry import FAMILIES
 
+    def source(module: str) -> Path:
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None, module
+        return Path(spec.origin)
+
+    todo, seen = [FAMILIES[family_name].split(":")[0]], set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for node in ast.walk(ast.parse(source(module).read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            todo += [n for n in names if n.startswith("genops.models.")]
+    files = [source(m) for m in sorted(seen)] + sorted(Path(genops.training.__file__).parent.glob("*.py"))
     digest = hashlib.sha256()
-    for package in (genops.models, genops.training):
-        for path in sorted(Path(package.__file__).parent.glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _up_to_date(paths: ProjectPaths, family_name: str, fingerprint: str) -> TrainStageResult | None:
+    """The finished checkpoint of exactly these params, data and code, if it is already in place.
+
+    DVC re-runs `train` whenever anything under src/genops/models changes (it cannot tell families
+    apart); this keeps such a re-run from retraining, or even rewriting, an unaffected family."""
+    import json
+
+    from genops.bundle import FAMILY_JSON, WEIGHTS
+
+    folder = paths.checkpoint(family_name)
+    needed = [folder / n for n in (FAMILY_JSON, WEIGHTS, "run.json", "train.json", "history.csv")]
+    if not all(p.is_file() for p in needed):
+        return None
+    if json.loads((folder / FAMILY_JSON).read_text()).get("fingerprint") != fingerprint:
+        return None
+    info, run = json.loads((folder / "train.json").read_text()), json.loads((folder / "run.json").read_text())
+    log.info("train %s: checkpoint already matches these params, data and code; nothing to train", family_name)
+    return TrainStageResult(family_name, run["run_id"], info["steps"], float("nan"), info["images_per_s"],
+                            info["wall_s"], info.get("resumed_from", 0))
 
 
 def _collapse_monitor(paths: ProjectPaths, family, cfg: dict, train_params: dict):
