@@ -219,6 +219,8 @@ def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = Fa
         workspace = root
         persist_overrides(root, overrides)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     flow_file = root / "flows" / "pipeline.py"
     spec = importlib.util.spec_from_file_location("genops_flows_pipeline", flow_file)
     if spec is None or spec.loader is None:

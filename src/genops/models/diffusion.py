@@ -176,8 +176,9 @@ def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
 
 
 def _groups(channels: int) -> int:
-    """The largest of 32, 16, ... groups that divides the channel count (GroupNorm needs a divisor)."""
-    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+    """GroupNorm groups of at least 4 channels (at most 32 groups): with one channel per group the norm would
+    be an instance norm, which removes any per-channel offset and with it a conditioning signal."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= min(4, channels))
 
 
 class SinusoidalEmbedding(nn.Module):
@@ -195,12 +196,17 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, the time(+label) embedding added in between, and a residual connection."""
+    """GroupNorm-SiLU-conv twice with the time(+label) embedding in between, and a residual connection.
+
+    The embedding enters as a scale and shift of the second GroupNorm's output, norm(h) (1 + scale) + shift
+    (Nichol & Dhariwal 2021), rather than Ho et al.'s addition before it: a per-channel offset added before a
+    GroupNorm is largely subtracted again by it in the narrow networks used here.
+    """
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float) -> None:
         super().__init__()
         self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
         self.norm2, self.conv2 = nn.GroupNorm(_groups(c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity: stable early training
@@ -209,8 +215,9 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -228,9 +235,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).unbind(1)
-        a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        return x + self.out(a.transpose(-1, -2).reshape(n, c, h, w))
+        d = c // self.heads
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, d, h * w).unbind(1)
+        # Plain softmax(q^T k / sqrt(d)) v: on CPU it is faster than SDPA's masked fallback and exports simply.
+        weights = torch.softmax(q.transpose(-1, -2) @ k * d**-0.5, dim=-1)  # N x heads x HW x HW
+        a = v @ weights.transpose(-1, -2)  # N x heads x d x HW
+        return x + self.out(a.reshape(n, c, h, w))
 
 
 class Level(nn.Module):
@@ -332,6 +342,18 @@ def _ema_fn(decay: float, warmup: bool) -> Callable:
     return update
 
 
+def vlb_strata(T: int, K: int) -> list[int]:
+    """Edges of K contiguous strata covering t = 1 .. T-1, geometrically wider with t: L_t is large and changes
+    fast at small t (each of the first few t gets its own stratum) and is small and smooth later, so one draw
+    per stratum, weighted by its width, is an unbiased and low-variance estimate of sum_t L_t."""
+    K = max(1, min(K, T - 1))
+    geo = torch.logspace(0, math.log10(T), K + 1, dtype=torch.float64).tolist()
+    edges = [1]
+    for i in range(1, K):
+        edges.append(min(max(round(geo[i]), edges[-1] + 1), T - (K - i)))
+    return [*edges, T]
+
+
 # --- the family ------------------------------------------------------------------------------------
 
 
@@ -354,6 +376,8 @@ class Diffusion(Family):
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
         self.T = int(cfg.get("timesteps", 1000))
+        if self.T < 2:
+            raise GenopsError(f"{self.name}.timesteps={self.T}: need at least 2")
         self.schedule = NoiseSchedule.make(str(cfg.get("schedule", "linear")), self.T)
         self.prediction = str(cfg.get("prediction", "eps"))
         if self.prediction not in PREDICTIONS:
@@ -361,6 +385,8 @@ class Diffusion(Family):
         self.p_uncond = float(cfg.get("p_uncond", 0.1))
         self.sample_steps = int(cfg.get("sample_steps", 50))
         self.sample_method = str(cfg.get("sample_method", "ddim"))
+        if self.sample_method not in METHODS:
+            raise GenopsError(f"{self.name}.sample_method={self.sample_method!r}: expected one of {', '.join(METHODS)}")
         self.eta = float(cfg.get("eta", 0.0))
         self.guidance = float(cfg.get("guidance", 1.0))
         self.clip_denoised = bool(cfg.get("clip_denoised", True))
@@ -441,7 +467,9 @@ class Diffusion(Family):
     def timesteps(self, steps: int) -> list[int]:
         """S timesteps evenly spread over T-1 ... 0, descending: the chain the sampler visits."""
         steps = max(1, min(int(steps), self.T))
-        return sorted({int(round(v)) for v in torch.linspace(0, self.T - 1, steps).tolist()}, reverse=True)
+        if steps == 1:
+            return [self.T - 1]  # one jump from pure noise straight to x0_hat
+        return sorted({round(i * (self.T - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
 
     def sample_variants(self) -> dict[str, dict]:
         """DDIM at each of cfg eval_steps (default 10, 25, 50, 100) and full ancestral DDPM (T steps)."""
@@ -506,8 +534,10 @@ class Diffusion(Family):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
                nets: Mapping[str, Net] | None = None, **kwargs) -> torch.Tensor:
-        """n images in [0, 1]. kwargs: steps (default cfg sample_steps), method ("ddim" | "ddpm"), eta,
-        guidance (w: eps_uncond + w (eps_cond - eps_uncond); 0 = unconditional, 1 = conditional), progress."""
+        """n images in [0, 1]. kwargs: steps (default cfg sample_steps), method ("ddim" | "ddpm"; ddpm with
+        steps < T runs the ancestral chain respaced to those steps), eta (DDIM only), guidance (w in
+        eps_uncond + w (eps_cond - eps_uncond); 0 = unconditional, 1 = plain conditional), progress (None: a
+        bar when steps >= 20). x_T first, then each step's noise, all from `generator`."""
         x_T = torch.randn(n, *self.spec.shape, generator=generator).to(self.device)
         x0 = self.denoise(x_T, generator, labels, nets, **kwargs)
         return ((x0 + 1) / 2).clamp(0, 1)
@@ -527,7 +557,8 @@ class Diffusion(Family):
         sum_{t=1}^{T-1} L_t (one random t per stratum, weighted by stratum size), and the L_simple loss."""
         n, dev, sched = x0.shape[0], x0.device, self.schedule
 
-        def model_x0(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def model_x0(x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(x0_hat, raw network output) at x_t."""
             out = net(x_t, t.to(dev, torch.float32), y).float()
             return x0_and_eps(out, x_t, _expand(sched.at(sched.alpha_bar, t), x_t), self.prediction,
                               self.clip_denoised)[0], out
@@ -542,11 +573,9 @@ class Diffusion(Family):
         log_scale0 = 0.5 * math.log(float(sched.posterior_var_clipped[0]))
         l0 = -discretized_gaussian_log_prob(x0, mean0, torch.full_like(mean0, log_scale0))
         # L_t = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) = ||mu~ - mu_theta||^2 / (2 beta~_t): equal variances.
-        bounds = torch.linspace(1, self.T, K + 1).round().long()
+        bounds = vlb_strata(self.T, K)
         middle, simple = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            if hi <= lo:
-                continue
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
             t = torch.randint(lo, hi, (n,), generator=generator)
             eps = torch.randn(x0.shape, generator=generator).to(dev)
             x_t = sched.q_sample(x0, t, eps)

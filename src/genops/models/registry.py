@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "vae": "genops.models.vae:VAE",
     "gan": "genops.models.gan:GAN",  # DCGAN, objective from params (default non-saturating)
     "wgan-gp": "genops.models.gan:GAN",  # the same networks trained with the WGAN-GP objective
+    "diffusion": "genops.models.diffusion:Diffusion",  # DDPM + DDIM + classifier-free guidance
 }
 
 
