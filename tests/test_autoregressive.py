@@ -1,0 +1,243 @@
+"""PixelCNN and VQ-VAE: causality, exact likelihood, vector quantisation, ONNX sampling parity, training."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genops.data.spec import DataSpec
+from genops.data.tensors import ImageSet
+from genops.models.base import Family, StepContext
+from genops.models.pixelcnn import GatedPixelCNN, PixelCNN
+from genops.models.vqvae import VQVAE, VectorQuantizer
+from genops.serving.onnx_runtime import load_nets
+from genops.stages.export import check_parity, export_graph
+
+GREY = DataSpec(8, 8, 1, 3)  # labeled
+RGB = DataSpec(6, 6, 3, 0)
+TINY_PIXELCNN = {"hidden": 12, "layers": 3, "kernel": 3}
+TINY_VQVAE = {"widths": [8, 16], "code_dim": 4, "codebook_size": 16, "res_blocks": 1, "prior_hidden": 8,
+              "prior_layers": 2, "prior_embed": 4, "dead_window": 2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run hundreds of tiny passes; on a busy 2-core machine torch's intra-op threads
+    spin against other processes and make each pass ~50x slower, so pin one (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _images(spec: DataSpec, n: int, seed: int = 0) -> ImageSet:
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, *spec.shape), generator=gen, dtype=torch.uint8)
+    labels = torch.arange(n) % spec.num_classes if spec.labeled else torch.full((n,), -1)
+    return ImageSet(images, labels)
+
+
+def _dependencies(net: nn.Module, shape: tuple[int, int, int], y: torch.Tensor | None) -> torch.Tensor:
+    """(C, H, W, C, H, W) bool: does output sub-pixel (c, i, j) depend on input sub-pixel (c', i', j')?
+
+    Read off input gradients, united over a few random images so no accidental zero hides a link.
+    """
+    c, h, w = shape
+    x = torch.rand(8, c, h, w, dtype=torch.float64, requires_grad=True)
+    out = net(x, y)
+    deps = torch.zeros(c, h, w, c, h, w, dtype=torch.bool)
+    for k in range(c):
+        for i in range(h):
+            for j in range(w):
+                (grad,) = torch.autograd.grad(out[:, :, k, i, j].sum(), x, retain_graph=True)
+                deps[k, i, j] = (grad != 0).any(0)
+    return deps
+
+
+def _earlier(shape: tuple[int, int, int], k: int, i: int, j: int) -> torch.Tensor:
+    """Sub-pixels before (k, i, j): every channel of earlier pixels, and channels < k of this one."""
+    c, h, w = shape
+    mask = torch.zeros(c, h, w, dtype=torch.bool)
+    mask.view(c, -1)[:, : i * w + j] = True
+    mask[:k, i, j] = True
+    return mask
+
+
+@pytest.mark.parametrize("shape,layers", [((1, 5, 5), 6), ((3, 4, 4), 5)], ids=["grey", "rgb"])
+def test_each_output_sees_exactly_the_earlier_subpixels(shape, layers):
+    """Causal (nothing at or after the sub-pixel, R -> G -> B within a pixel) and no blind spot."""
+    torch.manual_seed(0)
+    net = GatedPixelCNN(shape[0], 256, hidden=12, layers=layers, kernel=3, num_classes=3).double()
+    deps = _dependencies(net, shape, torch.arange(8) % 3)
+    for k in range(shape[0]):
+        for i in range(shape[1]):
+            for j in range(shape[2]):
+                assert torch.equal(deps[k, i, j], _earlier(shape, k, i, j)), (k, i, j)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_even_one_layer_sees_the_pixel_above_right(channels):
+    """The vertical stack covers the upper right that a single masked 3x3 stack would miss."""
+    torch.manual_seed(0)
+    shape = (channels, 4, 4)
+    net = GatedPixelCNN(channels, 256, hidden=12, layers=1, kernel=3).double()
+    deps = _dependencies(net, shape, None)
+    for k in range(channels):
+        d = deps[k, 2, 1]
+        assert d[:, 1, 2].all() and d[:, 2, 0].all()  # above-right, left
+        assert not (d & ~_earlier(shape, k, 2, 1)).any()
+
+
+def test_nll_is_the_sum_of_per_subpixel_conditionals():
+    """One masked pass == the chain rule evaluated sub-pixel by sub-pixel with later ones scrambled."""
+    torch.manual_seed(0)
+    spec = DataSpec(4, 4, 3, 2)
+    family = PixelCNN({**TINY_PIXELCNN, "conditional": True}, spec)
+    family.train_mode(False)
+    test = _images(spec, 3)
+    batch = test.batch(torch.arange(3))
+    with torch.no_grad():
+        one_pass = family.nll(batch.x, batch.y)
+        targets = family.targets(batch.x)
+        gen = torch.Generator().manual_seed(1)
+        total = torch.zeros(3)
+        for i in range(4):
+            for j in range(4):
+                for k in range(3):
+                    later = ~_earlier(spec.shape, k, i, j)
+                    junk = torch.randint(0, 256, batch.x.shape, generator=gen).float() / 255
+                    canvas = torch.where(later, junk, batch.x)
+                    logp = torch.log_softmax(family.net(canvas, batch.y)[:, :, k, i, j], dim=1)
+                    total -= logp.gather(1, targets[:, k, i, j, None]).squeeze(1)
+    assert torch.allclose(one_pass, total, rtol=1e-5)
+    metrics = family.evaluate(test, {"nll_subset": 2, "batch_size": 1}, torch.Generator())
+    assert metrics["nll_images"] == 2
+    assert metrics["test_nll_nats"] == pytest.approx(one_pass[:2].mean().item(), rel=1e-5)
+    assert metrics["test_nll_bpd"] == pytest.approx(metrics["test_nll_nats"] / (spec.dims * math.log(2)))
+
+
+def test_quantizer_returns_nearest_codebook_vectors_with_straight_through_gradients():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(5, 3)
+    z_e = torch.randn(2, 3, 4, 4, requires_grad=True)
+    z_q, codes, _, _ = vq(z_e)
+    flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, 3)
+    nearest = torch.cdist(flat, vq.embedding.detach()).argmin(1)
+    assert torch.equal(codes.reshape(-1), nearest)
+    assert torch.allclose(z_q.detach().permute(0, 2, 3, 1).reshape(-1, 3), vq.embedding.detach()[nearest])
+    upstream = torch.randn_like(z_q)
+    (z_q * upstream).sum().backward()
+    assert torch.equal(z_e.grad, upstream)  # identity Jacobian: straight through the argmin
+
+
+def test_dead_codes_and_perplexity_follow_a_constructed_usage_history():
+    vq = VectorQuantizer(4, 2, dead_window=3)
+    history = [([0, 1], 2.0, 0), ([0], 1.0, 0), ([0, 2], 2.0, 1), ([0], 1.0, 2)]
+    for used, perp, dead in history:  # after step 3 code 3 has been idle 3 steps; after step 4 code 1 too
+        got_perp, got_dead = vq.record_usage(torch.tensor(used).view(1, 1, -1))
+        assert got_perp == pytest.approx(perp) and got_dead == dead
+    assert vq.dead_mask().tolist() == [False, True, False, True]
+    z_e = torch.randn(1, 2, 3, 3)
+    assert vq.reset_dead(z_e, torch.Generator().manual_seed(0)) == 2
+    assert vq.dead_codes() == 0
+    candidates = z_e.permute(0, 2, 3, 1).reshape(-1, 2)
+    for code in (1, 3):
+        assert (candidates == vq.embedding[code]).all(1).any()  # re-seeded from the batch
+
+
+def test_ema_codebook_moves_used_codes_to_the_mean_of_their_vectors():
+    vq = VectorQuantizer(3, 2, ema=True, decay=0.0)
+    before = vq.embedding.clone()
+    z_e = torch.tensor([[1.0, 3.0, 10.0], [2.0, 4.0, 0.0]]).view(1, 2, 1, 3)
+    vq.ema_update(z_e, torch.tensor([[[0, 0, 2]]]))
+    assert torch.allclose(vq.embedding[0], torch.tensor([2.0, 3.0]), atol=1e-3)
+    assert torch.allclose(vq.embedding[2], torch.tensor([10.0, 0.0]), atol=1e-3)
+    assert vq.embedding[1].abs().max() <= before[1].abs().max()  # unused: decays, never jumps
+    assert not any(p.requires_grad for p in vq.parameters())  # EMA codebook is not an optimiser's
+
+
+def _family(kind: str, spec: DataSpec, **cfg) -> Family:
+    torch.manual_seed(0)
+    if kind == "pixelcnn":
+        return PixelCNN({**TINY_PIXELCNN, "conditional": spec.labeled, **cfg}, spec)
+    return VQVAE({**TINY_VQVAE, "conditional": spec.labeled, **cfg}, spec)
+
+
+@pytest.mark.parametrize("kind,spec", [("pixelcnn", DataSpec(6, 6, 1, 3)), ("pixelcnn", RGB), ("vqvae", GREY)],
+                         ids=["pixelcnn-grey-labeled", "pixelcnn-rgb", "vqvae-labeled"])
+def test_onnx_sampler_reproduces_torch_images(tmp_path, kind, spec):
+    family = _family(kind, spec)
+    family.train_mode(False)
+    for graph in family.export_specs():
+        export_graph(graph, tmp_path / f"{graph.name}.onnx", opset=18)
+        assert check_parity(graph, tmp_path / f"{graph.name}.onnx", atol=1e-4, seed=0) <= 1e-4
+    nets = load_nets(tmp_path, list(family.sampling_nets()))
+    ref = family.sample(5, torch.Generator().manual_seed(3), progress=False)
+    got = family.sample(5, torch.Generator().manual_seed(3), nets=nets, progress=False)
+    assert ref.shape == (5, *spec.shape)
+    assert (ref - got).abs().max() <= 1e-5
+    other = family.sample(5, torch.Generator().manual_seed(4), progress=False)
+    assert not torch.equal(ref, other)  # the seed, not a constant, decides the images
+
+
+def _train(family: Family, data: ImageSet, steps: int) -> list[dict[str, float]]:
+    opts = family.make_optimizers(1e-3)
+    gen = torch.Generator().manual_seed(0)
+    family.train_mode(True)
+    out = []
+    for step in range(steps):
+        batch = data.batch(torch.arange(step, step + 4) % len(data))
+        out.append(family.train_step(batch, StepContext(step, opts, contextlib.nullcontext, gen)))
+    family.train_mode(False)
+    return out
+
+
+@pytest.mark.parametrize("spec", [GREY, RGB], ids=["8x8x1-labeled", "6x6x3"])
+def test_pixelcnn_short_run_is_finite_and_samples_are_images(spec):
+    family = _family("pixelcnn", spec)
+    losses = _train(family, _images(spec, 8), 3)
+    assert all(math.isfinite(v) for row in losses for v in row.values())
+    images = family.sample(3, torch.Generator().manual_seed(0), progress=False)
+    assert images.shape == (3, *spec.shape) and images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images * 255, (images * 255).round())  # 8-bit values
+
+
+def _weights(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("spec,ema", [(GREY, True), (RGB, False)], ids=["8x8x1-labeled-ema", "6x6x3-sgd-codebook"])
+def test_vqvae_two_phases_train_their_own_parts_and_samples_are_images(spec, ema):
+    family = _family("vqvae", spec, ema=ema, vq_steps=2)
+    data = _images(spec, 8)
+    enc0, prior0 = _weights(family.encoder), _weights(family.prior)
+    vq_rows = _train(family, data, 2)
+    enc1, prior1 = _weights(family.encoder), _weights(family.prior)
+    assert all(torch.equal(a, b) for a, b in zip(prior0, prior1))
+    assert not all(torch.equal(a, b) for a, b in zip(enc0, enc1))
+    opts = family.make_optimizers(1e-3)
+    family.train_mode(True)
+    batch = data.batch(torch.arange(4))
+    prior_row = family.train_step(batch, StepContext(2, opts, contextlib.nullcontext, torch.Generator()))
+    assert all(torch.equal(a, b) for a, b in zip(enc1, _weights(family.encoder)))
+    assert not all(torch.equal(a, b) for a, b in zip(prior1, _weights(family.prior)))
+    assert [r["phase"] for r in vq_rows] == [0.0, 0.0] and prior_row["phase"] == 1.0
+    assert all(r.keys() == prior_row.keys() for r in vq_rows)  # one history.csv header for both phases
+    assert all(math.isfinite(v) for row in [*vq_rows, prior_row] for v in row.values())
+    assert vq_rows[0]["perplexity"] > 1.5  # data-dependent init: the first batch already uses several codes
+    assert 1.0 <= prior_row["perplexity"] <= family.num_codes
+    assert {"quantizer.last_used", "quantizer.updates"} <= family.state_dict().keys()  # resumable usage window
+    family.train_mode(False)
+    images = family.sample(3, torch.Generator().manual_seed(0), progress=False)
+    assert images.shape == (3, *spec.shape) and images.min() >= 0 and images.max() <= 1
+    metrics = family.evaluate(data, {"batch_size": 4}, torch.Generator())
+    assert metrics["test_codes_used"] + metrics["test_dead_codes"] == family.num_codes
+    assert all(math.isfinite(v) for v in metrics.values())
+    a, b = data.batch(torch.arange(2)), data.batch(torch.arange(2, 4))
+    path = family.interpolate(a, b, steps=4)
+    assert path.shape == (8, *spec.shape)
+    assert torch.allclose(path[0], family.sampling_nets()["decoder"](family.encode(a.x))[0])  # t = 0 is a
