@@ -43,6 +43,14 @@ TINY = {
     "wgan-gp.widths": [8, 16],
     "wgan-gp.monitor_every": 6,
     "wgan-gp.monitor_samples": 32,
+    "pixelcnn.hidden": 8,
+    "pixelcnn.layers": 2,
+    "pixelcnn.evaluate.n_samples": 16,
+    "pixelcnn.evaluate.speed_samples": 4,
+    "vqvae.widths": [8, 16],
+    "vqvae.vq_steps": 6,
+    "vqvae.prior_hidden": 8,
+    "vqvae.prior_layers": 2,
 }
 
 

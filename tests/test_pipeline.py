@@ -121,3 +121,25 @@ def test_corrupted_dataset_stops_before_training_and_registers_nothing(tmp_path)
     assert "nonfinite" in proc.stderr and "array[0]" in proc.stderr
     assert not (root / "checkpoints").exists()
     assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_registered_models()
+
+
+def test_autoregressive_families_run_on_their_own_sampling_budget_and_serve_from_the_registry(tmp_path):
+    import onnx
+
+    root = make_project(tmp_path / "proj", {"families": ["pixelcnn", "vqvae"]})
+    env = env_for(root, tmp_path)
+    summary = json.loads(run(["genops", "pipeline"], root, env).stdout)
+    assert not summary["failed"]
+    pixel = json.loads((root / "metrics" / "pixelcnn.json").read_text())
+    assert pixel["n_samples"] == 16  # pixelcnn.evaluate.n_samples, below the floor's 48
+    assert 0 < pixel["test_nll_bpd"] < 8.0  # exact NLL: below the uniform 8 bits/dim after a few steps
+    vq = json.loads((root / "metrics" / "vqvae.json").read_text())
+    assert vq["n_samples"] == 48 and vq["test_codebook_perplexity"] > 1.0
+    assert 0 <= vq["test_dead_codes"] <= vq["codebook_size"]
+    # The prior runs on the rows generated so far: its code grid has a dynamic row axis.
+    prior = onnx.load(str(root / "exported" / "vqvae" / "prior.onnx"))
+    dims = prior.graph.input[0].type.tensor_type.shape.dim
+    assert dims[1].dim_param and not dims[2].dim_param
+    out = tmp_path / "vq.npz"
+    run(["genops", "sample", "vqvae", "--n", "3", "--out", str(out)], root, env)
+    assert np.load(out)["images"].shape == (3, 28, 28)

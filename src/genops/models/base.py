@@ -26,13 +26,18 @@ Net = Callable[..., torch.Tensor]
 
 @dataclass
 class ExportSpec:
-    """A graph to export: `module(*example_inputs)`; dim 0 of every input is a dynamic batch."""
+    """A graph to export: `module(*example_inputs)`; dim 0 of every input is a dynamic batch.
+
+    `dynamic_dims` names further dynamic axes per input name, e.g. {"image": {2: "rows"}} lets an
+    autoregressive sampler run the network on only the rows generated so far.
+    """
 
     name: str
     module: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
     input_names: list[str]
     output_names: list[str]
+    dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 @dataclass

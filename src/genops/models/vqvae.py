@@ -355,8 +355,9 @@ class VQVAE(Family):
         decoder = ExportSpec("decoder", CodeDecoder(self.quantizer, self.decoder), (codes,), ["codes"], ["image"])
         if self.conditional:
             label = torch.zeros(2, dtype=torch.long)
-            return [ExportSpec("prior", self.prior, (codes, label), ["codes", "label"], ["logits"]), decoder]
-        return [ExportSpec("prior", self.prior, (codes,), ["codes"], ["logits"]), decoder]
+            return [ExportSpec("prior", self.prior, (codes, label), ["codes", "label"], ["logits"],
+                               {"codes": {1: "rows"}}), decoder]
+        return [ExportSpec("prior", self.prior, (codes,), ["codes"], ["logits"], {"codes": {1: "rows"}}), decoder]
 
     @torch.no_grad()
     def evaluate(self, test: ImageSet, cfg: dict, generator: torch.Generator) -> dict[str, float]:

@@ -27,6 +27,22 @@ def require_validated(paths: ProjectPaths) -> dict:
     return spec_data
 
 
+def evaluation_config(params: dict, family: str) -> dict:
+    """`evaluate` with the family's own `evaluate:` overrides on top.
+
+    Sampling costs differ by orders of magnitude between families (one pass vs one pass per pixel), so
+    slow samplers may score fewer samples; the sample count is recorded with every metric.
+    """
+    own = (params.get(family) or {}).get("evaluate") or {}
+    if not isinstance(own, dict):
+        raise GenopsError(f"params.yaml {family}.evaluate must be a mapping of evaluate settings, got {own!r}")
+    unknown = sorted(set(own) - set(params.get("evaluate", {})))
+    if unknown:
+        raise GenopsError(f"params.yaml {family}.evaluate: unknown setting(s) {', '.join(unknown)}; "
+                          f"expected keys of the top-level `evaluate` section")
+    return {**params.get("evaluate", {}), **own}
+
+
 def run_info(paths: ProjectPaths, family: str) -> dict:
     path = paths.checkpoint(family) / "run.json"
     if not path.is_file():

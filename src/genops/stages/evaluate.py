@@ -15,7 +15,7 @@ from genops.evaluation.stability import stability
 from genops.fsutil import write_json_atomic
 from genops.models.base import Family
 from genops.paths import ProjectPaths
-from genops.stages.common import family_run
+from genops.stages.common import evaluation_config, family_run
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def sampling_speed(family: Family, n: int, batch_size: int, seed: int, nets=None) -> dict[str, float]:
     """images/s at `batch_size` and batch-1 latency (ms), after one warm-up call each."""
     gen = torch.Generator().manual_seed(seed)
-    family.sample(min(batch_size, n), gen, nets=nets)
+    family.sample(min(batch_size, n, 8), gen, nets=nets)  # warm-up (small: samplers can be very slow)
     t0 = time.perf_counter()
     done = 0
     while done < n:
@@ -91,7 +91,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     from genops.training.device import seed_everything, select_device
 
     paths = ProjectPaths(root)
-    cfg = dict(params.get("evaluate", {}))
+    cfg = evaluation_config(params, family_name)
     seed = int(cfg.get("seed", 1234))
     seed_everything(seed, params.get("train", {}).get("num_threads"))
     device = select_device(str(params.get("train", {}).get("device", "auto")))
@@ -104,10 +104,15 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     from genops.stages.evaluator import load_evaluator
 
     net, emeta = load_evaluator(paths)
-    n_eval = int(emeta["n_eval"])  # as many samples as real images in the floor
+    # As many samples as real images in the floor (same FID bias), unless the family's budget is lower.
+    n_eval = min(int(emeta["n_eval"]), int(cfg.get("n_samples", emeta["n_eval"])))
+    if n_eval < int(emeta["n_eval"]):
+        log.warning("evaluate %s: %d samples (family budget) against a floor of %d real images: FID/KID are "
+                    "biased upwards by the smaller sample", family_name, n_eval, int(emeta["n_eval"]))
     samples = sample_set(family, n_eval, seed, int(cfg.get("batch_size", 256)))
     metrics.update(sample_quality(paths, net, emeta, samples, cfg))
     metrics.update(variant_metrics(paths, family, net, emeta, cfg, seed))
+    metrics["n_samples"] = float(len(samples))
     metrics.update(stability(_history(paths.checkpoint(family_name) / "history.csv"), key=family.monitor_loss))
     speed = sampling_speed(family, int(cfg.get("speed_samples", 256)), int(cfg.get("batch_size", 256)), seed)
     metrics.update({
@@ -131,7 +136,7 @@ def evaluate_stage(family_name: str, params: dict, root: Path) -> dict[str, floa
     if interp is not None:
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
-           "primary_direction": family.primary_metric.direction, "n_samples": len(samples),
+           "primary_direction": family.primary_metric.direction,
            "feature_space": emeta["kind"], "warnings": train_info.get("warnings", []), **metrics}
     write_json_atomic(paths.metrics(family_name), out)
 

@@ -19,11 +19,19 @@ log = logging.getLogger(__name__)
 
 
 def export_graph(spec: ExportSpec, path: Path, opset: int) -> None:
-    """torch.export (dynamo) -> one self-contained .onnx file with a dynamic batch dimension."""
+    """torch.export (dynamo) -> one self-contained .onnx file with a dynamic batch dimension
+    (plus any axes named in `spec.dynamic_dims`)."""
     import warnings
 
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} for _ in spec.example_inputs)
+    dims = {"batch": torch.export.Dim("batch", min=1, max=4096)}
+    dynamic = []
+    for name, t in zip(spec.input_names, spec.example_inputs):
+        axes = {0: dims["batch"]}
+        for axis, dim_name in spec.dynamic_dims.get(name, {}).items():
+            dims.setdefault(dim_name, torch.export.Dim(dim_name, min=1, max=int(t.shape[axis])))
+            axes[axis] = dims[dim_name]
+        dynamic.append(axes)
+    dynamic = tuple(dynamic)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(spec.module.eval(), spec.example_inputs, dynamo=True, opset_version=opset,
@@ -66,7 +74,7 @@ def export_stage(family_name: str, params: dict, root: Path) -> dict:
     import mlflow
 
     from genops.serving.onnx_runtime import load_nets
-    from genops.stages.common import family_run
+    from genops.stages.common import evaluation_config, family_run
     from genops.stages.evaluate import sampling_speed
 
     paths = ProjectPaths(root)
@@ -97,8 +105,9 @@ def export_stage(family_name: str, params: dict, root: Path) -> dict:
         if not sampler_diff <= sampler_atol:
             raise ExportParityError(f"{family_name}: ONNX sampler images differ from torch by {sampler_diff:.3g} "
                                     f"(allowed {sampler_atol:g}); the export is rejected")
-        speed = sampling_speed(family, int(params.get("evaluate", {}).get("speed_samples", 256)),
-                               int(params.get("evaluate", {}).get("batch_size", 256)), seed, nets=nets)
+        ecfg = evaluation_config(params, family_name)
+        speed = sampling_speed(family, int(ecfg.get("speed_samples", 256)), int(ecfg.get("batch_size", 256)),
+                               seed, nets=nets)
         result = {"family": family_name, "opset": opset, "atol": atol, "graphs": graphs,
                   "sampler_max_abs_diff": sampler_diff, "providers": next(iter(nets.values())).providers,
                   "sample_images_per_s_onnx": round(speed["images_per_s"], 3),

@@ -50,7 +50,9 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
     # Families whose step is cheaper (a WGAN critic step) may ask for proportionally more of them.
     cfg.steps = max(1, round(cfg.steps * float(params[family_name].get("steps_scale", 1.0))))
     # The code is part of the fingerprint: a changed model or loop never resumes an old checkpoint.
-    fingerprint = params_hash({"family": family_name, "cfg": params[family_name], "train": train_params,
+    # A family's `evaluate:` budget does not change the model: editing it must not retrain.
+    model_cfg = {k: v for k, v in params[family_name].items() if k != "evaluate"}
+    fingerprint = params_hash({"family": family_name, "cfg": model_cfg, "train": train_params,
                                "seed": seed, "data": spec_data["data_hash"], "code": code_hash(family_name)})
     done = _up_to_date(paths, family_name, fingerprint)
     if done is not None:
