@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="time a fresh `genops pipeline --smoke` too")
     args = parser.parse_args()
-    from genops.config import load_params
+    from genops.config import all_families, load_params
     from genops.data.tensors import load_split
     from genops.stages.prepare import prepare
 
@@ -116,7 +116,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepare(params, ROOT, Path(tmp) / "prepared")
         data = load_split(Path(tmp) / "prepared", "train")
-        for name in params["families"]:
+        for name in all_families(params):
             speed = train_speed(name, params, data)
             family = speed.pop("family")
             families[name] = {**speed, **sample_speed(family)}

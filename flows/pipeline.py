@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from genops.config import load_params
+from genops.config import all_families, load_params
 from genops.errors import GenopsError
 from genops.orchestration import StageInfo, changed_stages, commit_stages, run_stage_command, stage_waves
 
@@ -58,7 +58,7 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     root = Path(workspace)
     t0 = time.perf_counter()
     params = load_params(root)
-    selected = families or list(params.get("families", []))
+    selected = families or all_families(params)
     orchestration = params.get("orchestration", {})
     # In-process stages share one interpreter, so only when they run one at a time.
     in_process = bool(orchestration.get("in_process", True)) and int(orchestration.get("max_parallel", 1)) == 1

@@ -143,3 +143,38 @@ def test_autoregressive_families_run_on_their_own_sampling_budget_and_serve_from
     out = tmp_path / "vq.npz"
     run(["genops", "sample", "vqvae", "--n", "3", "--out", str(out)], root, env)
     assert np.load(out)["images"].shape == (3, 28, 28)
+
+
+def test_latent_diffusion_trains_on_the_registered_vae_and_records_its_version(tmp_path):
+    root = make_project(tmp_path / "proj", {"families": ["vae"], "stacked": {"latent-diffusion": "vae"}})
+    env = env_for(root, tmp_path)
+    summary = json.loads(run(["genops", "pipeline"], root, env).stdout)
+    assert not summary["failed"]
+    order = [s["stage"] for s in summary["stages"]]
+    assert order.index("register@vae") < order.index("train-stacked@latent-diffusion")
+    client = _client(tmp_path)
+    vae = client.get_model_version_by_alias("genops-vae", "champion")
+    latent = client.get_model_version_by_alias("genops-latent-diffusion", "champion")
+    assert latent.tags["genops.base.model"] == "genops-vae"
+    assert latent.tags["genops.base.version"] == str(vae.version)
+    assert latent.tags["genops.base.run_id"] == vae.run_id
+    metrics = json.loads((root / "metrics" / "latent-diffusion.json").read_text())
+    assert {"ddpm_fid", "ddim2_fid", "test_latent_loss", "vae_recon_mse"} <= set(metrics)
+
+    out = tmp_path / "latent.npz"
+    result = json.loads(run(["genops", "sample", "latent-diffusion", "--n", "3", "--steps", "3", "--eta", "0.5",
+                             "--out", str(out)], root, env).stdout)
+    assert result["steps"] == 3 and np.load(out)["images"].shape == (3, 28, 28)
+    bad = run(["genops", "sample", "latent-diffusion", "--steps", "500", "--out", str(out)], root, env, check=False)
+    assert bad.returncode != 0 and "expected 1..20" in bad.stderr
+    bad = run(["genops", "sample", "vae", "--steps", "3", "--out", str(out)], root, env, check=False)
+    assert bad.returncode != 0 and "vae sampling takes no --steps" in bad.stderr
+
+
+def test_a_stacked_family_listed_as_independent_is_refused_before_training(tmp_path):
+    from genops.errors import GenopsError
+    from genops.stages.base_model import check_stacked
+
+    with pytest.raises(GenopsError, match="stacked:"):
+        check_stacked("latent-diffusion", "vae", {"families": ["vae", "latent-diffusion"], "stacked": {}})
+    check_stacked("latent-diffusion", "vae", {"stacked": {"latent-diffusion": "vae"}})

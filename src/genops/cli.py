@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--model-uri", default=None, help="default models:/genops-FAMILY@champion")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    sp.add_argument("--steps", type=int, default=None, help="sampling steps (diffusion: DDIM/DDPM chain length)")
+    sp.add_argument("--method", default=None, help="sampler (diffusion: ddim | ddpm)")
+    sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
+    sp.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
     sp = add("pipeline", "run the whole pipeline as a Prefect flow over the DVC stages")
     sp.add_argument("--families", default=None, help="comma-separated subset of params.yaml `families`")
     sp.add_argument("--smoke", action="store_true",
@@ -101,7 +106,9 @@ def _run(args: argparse.Namespace) -> object:
     if args.command == "sample":
         from genops.stages.sample import sample_stage
 
-        return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label)
+        options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
+        return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
+                            options)
     if args.command in FAMILY_COMMANDS:
         from genops.stages import run_family_stage
 

@@ -66,6 +66,19 @@ def apply_overrides(params: dict, overrides: list[str] | dict[str, Any] | None) 
     return out
 
 
+def all_families(params: dict) -> list[str]:
+    """`families` (trained on the data alone) then `stacked` (trained on another family's registered model)."""
+    stacked = params.get("stacked") or {}
+    if not isinstance(stacked, dict):
+        raise GenopsError(f"{PARAMS_FILE}: `stacked` must map family -> base family, got {stacked!r}")
+    families = list(params.get("families") or [])
+    both = sorted(set(families) & set(stacked))
+    if both:
+        raise GenopsError(f"{PARAMS_FILE}: {', '.join(both)} listed under both `families` and `stacked`; "
+                          f"a family trained on a registered base belongs under `stacked` only")
+    return families + list(stacked)
+
+
 def load_params(root: Path | None = None, overrides: list[str] | None = None) -> dict:
     """params.yaml with overrides applied."""
     path = (root or project_root()) / PARAMS_FILE

@@ -205,13 +205,14 @@ def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = Fa
     """Entry point of `genops pipeline`: choose the workspace, then run the Prefect flow in flows/."""
     import importlib.util
 
-    from genops.config import load_params
+    from genops.config import all_families, load_params
 
     overrides = list(overrides or [])
-    known = load_params(root).get("families", [])
+    known = all_families(load_params(root))
     unknown = [f for f in families or [] if f not in known]
     if unknown:
-        raise GenopsError(f"--families {','.join(unknown)}: not in params.yaml `families` ({', '.join(known)})")
+        raise GenopsError(f"--families {','.join(unknown)}: not in params.yaml `families` or `stacked` "
+                          f"({', '.join(known)})")
     if smoke:
         workspace = smoke_workspace(root, overrides)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"

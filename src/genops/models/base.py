@@ -63,6 +63,9 @@ class FamilyInfo:
     summary: str
     samples_by: str
     limits: list[str] = field(default_factory=list)
+    # True when the registered graph is one step of an iterative sampler (denoiser, autoregressive net):
+    # serving must run the loop outside the graph, as `Family.sample(nets=...)` does.
+    loop_outside_graph: bool = False
 
 
 class Family(ABC):
@@ -70,6 +73,11 @@ class Family(ABC):
     info: ClassVar[FamilyInfo]
     primary_metric: ClassVar[Metric]
     monitor_loss: ClassVar[str] = "loss"  # the loss whose history measures training stability
+    # A family built on another family's *registered* model (latent diffusion on the VAE) names it here;
+    # the train stage resolves that model from the registry and hands it to `attach_base`.
+    base_family: ClassVar[str | None] = None
+    # Keyword options `sample` accepts beyond n/labels/nets (exposed as `genops sample --OPTION`).
+    sample_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         self.cfg = dict(cfg)
@@ -92,6 +100,13 @@ class Family(ABC):
     @abstractmethod
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         """One update (backward and optimiser steps included); returns scalar losses to log."""
+
+    def attach_base(self, base: Family) -> None:
+        """Adopt the resolved base model (only for families with a `base_family`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no base_family")
+
+    def on_train_start(self, train: ImageSet, batch_size: int) -> None:
+        """Fits from the data that training needs first (e.g. latent standardisation statistics)."""
 
     def on_train_end(self, train: ImageSet, batch_size: int) -> None:
         """Post-training fits that are part of the model (e.g. the autoencoder's latent Gaussian)."""

@@ -369,9 +369,11 @@ class Diffusion(Family):
                 "on a stratified subset of timesteps", "guided samples (w != 1) are not draws from the "
                 "likelihood-trained model; the NLL is for w = 1", "needs many more training steps than the "
                 "other families before samples look right; EMA weights lag the raw ones early in training"],
+        loop_outside_graph=True,
     )
     primary_metric = Metric("fid", "min")
     monitor_loss = "loss"
+    sample_options = ("steps", "method", "eta", "guidance")
 
     def __init__(self, cfg: dict, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
@@ -393,13 +395,26 @@ class Diffusion(Family):
         self.grad_clip = float(cfg.get("grad_clip", 1.0))
         self.warmup_steps = int(cfg.get("warmup_steps", 0))
         self.num_classes = spec.num_classes if self.conditional else 0
-        widths = [int(w) for w in cfg.get("widths", [32, 64])]
-        self.net = UNet(spec, widths, int(cfg.get("blocks_per_level", 1)),
-                        [int(a) for a in cfg.get("attention_levels", [-1])], self.num_classes,
-                        float(cfg.get("dropout", 0.0)))
+        self.x_shape: tuple[int, ...] = spec.shape  # the shape of what is diffused (a latent for latent diffusion)
+        self.net = self.build_denoiser()
         self.ema = AveragedModel(self.net, multi_avg_fn=_ema_fn(float(cfg.get("ema_decay", 0.999)),
                                                                  bool(cfg.get("ema_warmup", False))))
         self._base_lr: float | None = None
+
+    def build_denoiser(self) -> nn.Module:
+        """The network (x_t, t[, label]) -> prediction; a U-Net over images here."""
+        return UNet(self.spec, [int(w) for w in self.cfg.get("widths", [32, 64])],
+                    int(self.cfg.get("blocks_per_level", 1)),
+                    [int(a) for a in self.cfg.get("attention_levels", [-1])], self.num_classes,
+                    float(self.cfg.get("dropout", 0.0)))
+
+    def to_diffusion_space(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """What the forward process noises: pixels rescaled to [-1, 1] here."""
+        return batch.x * 2 - 1
+
+    def from_diffusion_space(self, x0: torch.Tensor, nets: Mapping[str, Net] | None = None) -> torch.Tensor:
+        """Denoised x_0 -> images in [0, 1]."""
+        return ((x0 + 1) / 2).clamp(0, 1)
 
     # --- training --------------------------------------------------------------------------------
     def networks(self) -> dict[str, nn.Module]:
@@ -422,7 +437,7 @@ class Diffusion(Family):
 
     def loss(self, batch: Batch, generator: torch.Generator, autocast=None) -> torch.Tensor:
         """L_simple: E_{t, eps} ||target - net(x_t, t)||^2 with target eps (or v), t uniform over 0..T-1."""
-        x0 = batch.x * 2 - 1
+        x0 = self.to_diffusion_space(batch, generator)
         n = x0.shape[0]
         t = torch.randint(0, self.T, (n,), generator=generator)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
@@ -452,7 +467,7 @@ class Diffusion(Family):
         from torch.utils.flop_counter import FlopCounterMode
 
         n = 2
-        x = torch.zeros(n, *self.spec.shape, device=self.device)
+        x = torch.zeros(n, *self.x_shape, device=self.device)
         t = torch.zeros(n, device=self.device)
         y = torch.zeros(n, dtype=torch.long, device=self.device) if self.conditional else None
         counter = FlopCounterMode(display=False)
@@ -509,6 +524,10 @@ class Diffusion(Family):
             raise GenopsError(f"{self.name}: sampling method {method!r}: expected one of {', '.join(METHODS)}")
         eta = self.eta if eta is None else float(eta)
         w = self.guidance if guidance is None else float(guidance)
+        if steps is not None and not 1 <= int(steps) <= self.T:
+            raise GenopsError(f"{self.name}: steps={steps}: expected 1..{self.T} (the model's timesteps T)")
+        if eta < 0:
+            raise GenopsError(f"{self.name}: eta={eta}: expected >= 0 (0 = deterministic DDIM, 1 = DDPM-like)")
         seq = self.timesteps(self.sample_steps if steps is None else steps)
         if self.conditional:
             labels = (labels if labels is not None else self.default_labels(x_T.shape[0])).to(x_T.device)
@@ -538,13 +557,13 @@ class Diffusion(Family):
         steps < T runs the ancestral chain respaced to those steps), eta (DDIM only), guidance (w in
         eps_uncond + w (eps_cond - eps_uncond); 0 = unconditional, 1 = plain conditional), progress (None: a
         bar when steps >= 20). x_T first, then each step's noise, all from `generator`."""
-        x_T = torch.randn(n, *self.spec.shape, generator=generator).to(self.device)
+        x_T = torch.randn(n, *self.x_shape, generator=generator).to(self.device)
         x0 = self.denoise(x_T, generator, labels, nets, **kwargs)
-        return ((x0 + 1) / 2).clamp(0, 1)
+        return self.from_diffusion_space(x0, nets)
 
     # --- export, evaluation ------------------------------------------------------------------------
     def export_specs(self) -> list[ExportSpec]:
-        x_t = torch.randn(2, *self.spec.shape, device=self.device)
+        x_t = torch.randn(2, *self.x_shape, device=self.device)
         t = torch.tensor([self.T - 1.0, 0.0], device=self.device)
         if self.conditional:
             label = torch.tensor([0, self.num_classes], dtype=torch.long, device=self.device)
@@ -614,12 +633,12 @@ class Diffusion(Family):
         """Spherical interpolation between two seeded x_T per pair, each decoded by deterministic DDIM (eta = 0)."""
         gen = torch.Generator().manual_seed(0)
         n = a.x.shape[0]
-        za = torch.randn(n, *self.spec.shape, generator=gen).flatten(1)
-        zb = torch.randn(n, *self.spec.shape, generator=gen).flatten(1)
+        za = torch.randn(n, *self.x_shape, generator=gen).flatten(1)
+        zb = torch.randn(n, *self.x_shape, generator=gen).flatten(1)
         omega = torch.acos((F.normalize(za, dim=1) * F.normalize(zb, dim=1)).sum(1).clamp(-1, 1))[:, None]
         rows = [(torch.sin((1 - s) * omega) * za + torch.sin(s * omega) * zb) / torch.sin(omega).clamp_min(1e-6)
                 for s in torch.linspace(0, 1, steps).tolist()]
-        x_T = torch.stack(rows, dim=1).reshape(n * steps, *self.spec.shape).to(self.device)
+        x_T = torch.stack(rows, dim=1).reshape(n * steps, *self.x_shape).to(self.device)
         labels = a.y.repeat_interleave(steps).to(self.device) if self.conditional else None
         x0 = self.denoise(x_T, gen, labels, method="ddim", eta=0.0, guidance=self.guidance)
-        return ((x0 + 1) / 2).clamp(0, 1)
+        return self.from_diffusion_space(x0)

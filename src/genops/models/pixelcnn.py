@@ -206,6 +206,7 @@ class PixelCNN(Family):
         limits=["sampling is sequential: H x W x C network passes per batch, orders of magnitude slower "
                 "than one-pass generators", "no latent space: no encoder, no interpolation",
                 "the receptive field is local, so samples are locally sharp but can lack global structure"],
+        loop_outside_graph=True,
     )
     primary_metric = Metric("fid", "min")
     monitor_loss = "loss"

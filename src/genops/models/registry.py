@@ -17,6 +17,7 @@ FAMILIES: dict[str, str] = {
     "gan": "genops.models.gan:GAN",  # DCGAN, objective from params (default non-saturating)
     "wgan-gp": "genops.models.gan:GAN",  # the same networks trained with the WGAN-GP objective
     "diffusion": "genops.models.diffusion:Diffusion",  # DDPM + DDIM + classifier-free guidance
+    "latent-diffusion": "genops.models.latent_diffusion:LatentDiffusion",  # DDPM in the registered VAE's latents
     "pixelcnn": "genops.models.pixelcnn:PixelCNN",  # gated PixelCNN, exact likelihood
     "vqvae": "genops.models.vqvae:VQVAE",  # VQ-VAE + PixelCNN prior over the code grid
 }

@@ -247,6 +247,7 @@ class VQVAE(Family):
                 "that samples from an untrained prior",
                 "the prior NLL is over codes, not pixels: not comparable with other families' NLL",
                 "MSE reconstructions are slightly blurry; codebook collapse (few used codes) limits diversity"],
+        loop_outside_graph=True,
     )
     primary_metric = Metric("fid", "min")
     monitor_loss = "vq_loss"  # the VQ phase's objective; it is measured (frozen) during the prior phase too

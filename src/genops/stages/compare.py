@@ -197,8 +197,10 @@ def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
 
 
 def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
-    rows, evaluator = load_rows(root, list(params.get("families", [])))
-    missing = [f for f in params.get("families", []) if f not in rows]
+    from genops.config import all_families
+
+    rows, evaluator = load_rows(root, all_families(params))
+    missing = [f for f in all_families(params) if f not in rows]
     families = list(rows)
     out = root / "reports" / "comparison"
     out.mkdir(parents=True, exist_ok=True)

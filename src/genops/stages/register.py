@@ -61,14 +61,20 @@ def model_card(family: str, meta: dict, metrics: dict, export: dict, lineage: di
         f"classes: {spec['num_classes'] or 'unlabeled'}", "",
         "## Lineage",
         f"- git commit `{lineage['git_commit']}`, params hash `{lineage['params_hash']}`, "
-        f"MLflow run `{lineage['run_id']}`", "",
+        f"MLflow run `{lineage['run_id']}`",
+        *([f"- trained on base model `{lineage['base.model']}` version {lineage['base.version']} "
+           f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
+        "",
         "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
         "## Metrics", "| metric | value |", "|---|---|",
         *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)], "",
         "## Serving",
         f"- ONNX graphs: {', '.join(export['graphs'])} (opset {export['opset']}, dynamic batch); "
         f"torch/ORT max |diff| {max(g['max_abs_diff'] for g in export['graphs'].values()):.2g}",
-        f"- `genops sample {family} --n 64 --out grid.png` (ONNX Runtime) or `--backend torch`", "",
+        f"- `genops sample {family} --n 64 --out grid.png` (ONNX Runtime) or `--backend torch`",
+        *([f"- the registered model is the first graph; sampling needs the loop outside the graphs ("
+           f"{info.samples_by}): use `genops sample` or `family.sample(..., nets=ORT sessions)`"]
+          if info.loop_outside_graph else []), "",
         "## Limits", *[f"- {item}" for item in info.limits], "",
     ]
     return "\n".join(lines)
@@ -116,6 +122,8 @@ def register_stage(family_name: str, params: dict, root: Path) -> dict:
     run_id = run_info(paths, family_name)["run_id"]
     lineage = {"git_commit": git_commit(root), "data_hash": spec_data["data_hash"],
                "data_source": spec_data["source"], "params_hash": meta.get("fingerprint", ""), "run_id": run_id}
+    # A stacked family (latent diffusion) records the registered base model version it was trained on.
+    lineage.update({f"base.{k}": v for k, v in (meta.get("base") or {}).items()})
     sampler = next(iter(export["graphs"]))
     with family_run(root, paths, family_name), tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

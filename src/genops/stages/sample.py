@@ -44,13 +44,23 @@ def save_images(images: torch.Tensor, out: Path) -> Path:
 
 
 def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str = "onnx",
-                 model_uri: str | None = None, seed: int = 0, label: int | None = None) -> dict:
+                 model_uri: str | None = None, seed: int = 0, label: int | None = None,
+                 options: dict | None = None) -> dict:
+    """`options` are sampler settings such as steps/method/eta/guidance, checked against the family's
+    `sample_options` before anything is downloaded."""
     from genops.bundle import load_bundle
+    from genops.models.registry import family_class
     from genops.stages.register import model_name
 
     model_uri = model_uri or f"models:/{model_name(family_name)}@champion"
     if backend not in ("onnx", "torch"):
         raise GenopsError(f"--backend must be onnx or torch, got {backend!r}")
+    options = dict(options or {})
+    allowed = family_class(family_name).sample_options
+    unsupported = sorted(set(options) - set(allowed))
+    if unsupported:
+        raise GenopsError(f"{family_name} sampling takes no {', '.join('--' + o for o in unsupported)} "
+                          f"(its options: {', '.join('--' + o for o in allowed) or 'none'})")
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_model(model_uri, root, Path(tmp))
         family = load_bundle(folder, "cpu", weights=backend == "torch")
@@ -68,7 +78,10 @@ def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str =
             from genops.serving.onnx_runtime import load_nets
 
             nets = load_nets(folder, list(family.sampling_nets()))
-        images = family.sample(n, torch.Generator().manual_seed(seed), labels=labels, nets=nets)
+        if options.get("guidance") not in (None, 1.0) and not family.conditional:
+            raise GenopsError(f"--guidance needs a class-conditional model; {model_uri} is unconditional")
+        images = family.sample(n, torch.Generator().manual_seed(seed), labels=labels, nets=nets, **options)
     path = save_images(images, out)
     log.info("sample %s: %d images via %s -> %s", family_name, n, backend, path)
-    return {"family": family_name, "n": n, "backend": backend, "model_uri": model_uri, "out": str(path)}
+    return {"family": family_name, "n": n, "backend": backend, "model_uri": model_uri, "out": str(path),
+            **options}

@@ -49,11 +49,18 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
     cfg.progress = bool(train_params.get("progress", True))
     # Families whose step is cheaper (a WGAN critic step) may ask for proportionally more of them.
     cfg.steps = max(1, round(cfg.steps * float(params[family_name].get("steps_scale", 1.0))))
+    base = None
+    if family.base_family:
+        from genops.stages.base_model import attach_registered_base, check_stacked
+
+        check_stacked(family_name, family.base_family, params)
+        base = attach_registered_base(family, params[family_name], root, device, spec_data["data_hash"])
     # The code is part of the fingerprint: a changed model or loop never resumes an old checkpoint.
     # A family's `evaluate:` budget does not change the model: editing it must not retrain.
     model_cfg = {k: v for k, v in params[family_name].items() if k != "evaluate"}
     fingerprint = params_hash({"family": family_name, "cfg": model_cfg, "train": train_params,
-                               "seed": seed, "data": spec_data["data_hash"], "code": code_hash(family_name)})
+                               "seed": seed, "data": spec_data["data_hash"], "code": code_hash(family_name),
+                               **({"base": [base["model"], base["version"], base["fingerprint"]]} if base else {})})
     done = _up_to_date(paths, family_name, fingerprint)
     if done is not None:
         return done
@@ -65,7 +72,8 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
     with mlflow.start_run(run_name=family_name) as run:
         mlflow.set_tags({"genops.family": family_name, "genops.git_commit": git_commit(root),
                          "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
-                         "genops.device": str(device)})
+                         "genops.device": str(device),
+                         **{f"genops.base.{k}": v for k, v in (base or {}).items()}})
         mlflow.log_params(flatten({"family": params[family_name], "train": train_params, "seed": seed,
                                    "data": params.get("data", {})}))
         _log_dataset(paths, spec_data)
@@ -77,6 +85,8 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
             if monitor and (step % every == 0 or step == cfg.steps):
                 mlflow.log_metrics(monitor(step), step=step)
 
+        family.to(device)
+        family.on_train_start(data, cfg.batch_size * 2)
         result = train(family, data, cfg, paths.work(family_name), fingerprint, device, on_log=on_log)
         family.on_train_end(data, cfg.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
@@ -85,7 +95,7 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
             from genops.bundle import save_bundle
 
             save_bundle(out, family, {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"],
-                                      "seed": seed})
+                                      "seed": seed, **({"base": base} if base else {})})
             _write_history(out / "history.csv", result.history)
             write_json_atomic(out / "run.json", {"run_id": run.info.run_id,
                                                  "experiment_id": run.info.experiment_id})
@@ -93,7 +103,7 @@ def train_stage(family_name: str, params: dict, root: Path) -> TrainStageResult:
                                                    "images_per_s": round(result.images_per_s, 2),
                                                    "resumed_from": result.resumed_from,
                                                    "num_parameters": family.num_parameters(),
-                                                   "device": str(device),
+                                                   "device": str(device), "base": base,
                                                    "warnings": monitor.warnings if monitor else []})
         curve = save_loss_curve(result.history, paths.report(family_name) / "train" / "loss_curve.png",
                                 f"{family_name} training losses")
