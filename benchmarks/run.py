@@ -2,6 +2,13 @@
 
     python benchmarks/run.py                # CLI start-up, no-op dvc repro, train/sample speed per family
     python benchmarks/run.py --smoke        # also time a fresh `genops pipeline --smoke`
+    python benchmarks/run.py --families diffusion,latent-diffusion   # a subset
+
+Per family: training images/s, FLOPs per training image (counted by torch's FlopCounterMode over one real
+train_step, backward included) and the achieved FLOP/s as a share of this machine's fp32 matmul peak,
+measured in the same run; sampling images/s at batch 64 through torch and through ONNX Runtime (the same
+sampler loop, the nets swapped) and batch-1 latency. Quality-against-speed of the diffusion samplers
+(DDPM-T vs DDIM-S) is read from the last default run's metrics/FAMILY.json (FID needs trained weights).
 
 Stage wall times and orchestration overhead come from the last flow runs' reports/pipeline_run.json
 (the default run in the project root and the smoke run in .genops/smoke).
@@ -25,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TARGETS = {"help_s": 0.5, "noop_dvc_repro_s": 1.5, "smoke_pipeline_s": 180, "orchestration_overhead_fraction": 0.05}
+TARGETS = {"help_s": 0.5, "noop_dvc_repro_s": 1.5, "smoke_pipeline_s": 180, "orchestration_overhead_fraction": 0.05,
+           "diffusion_train_flops_share_of_peak": 0.5, "diffusion_onnx_speedup_b64": 1.5}
 
 
 def _timed(cmd: list[str], cwd: Path, repeat: int) -> float:
@@ -38,8 +46,31 @@ def _timed(cmd: list[str], cwd: Path, repeat: int) -> float:
     return statistics.median(times)
 
 
+def _dvc_clean() -> bool:
+    proc = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=ROOT, capture_output=True, text=True)
+    return proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
+
+
+def matmul_peak_flops(n: int = 2048, seconds: float = 3.0) -> float:
+    """Best fp32 FLOP/s of an n x n matmul on this machine (the denominator of the utilisation share)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
 def train_speed(name: str, params: dict, data, steps: int = 30) -> dict:
     import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
 
     from genops.models.base import StepContext
     from genops.models.registry import build_family
@@ -47,20 +78,36 @@ def train_speed(name: str, params: dict, data, steps: int = 30) -> dict:
 
     torch.manual_seed(0)
     family = build_family(name, params, _spec(data))
+    family.on_train_start(data, 256)
     opts = family.make_optimizers(1e-3)
     bs = int(params["train"]["batch_size"])
     sched = BatchSchedule(len(data), bs, 0)
     gen = torch.Generator().manual_seed(0)
-    for step in range(steps + 5):
+    counter = FlopCounterMode(display=False)
+    with counter:  # one real step, forward + backward + optimiser
+        family.train_step(data.batch(sched.indices(0)), StepContext(0, opts, contextlib.nullcontext, gen))
+    flops_per_image = counter.get_total_flops() / bs
+    for step in range(1, steps + 5):
         if step == 5:
             t0 = time.perf_counter()
         family.train_step(data.batch(sched.indices(step)), StepContext(step, opts, contextlib.nullcontext, gen))
     wall = time.perf_counter() - t0
-    return {"train_images_per_s": steps * bs / wall, "batch_size": bs, "num_parameters": family.num_parameters(),
-            "family": family}
+    rate = steps * bs / wall
+    return {"train_images_per_s": rate, "batch_size": bs, "num_parameters": family.num_parameters(),
+            "train_flops_per_image": flops_per_image, "train_flops_per_s": flops_per_image * rate, "family": family}
 
 
-def sample_speed(family, batch: int = 64, reps: int = 5) -> dict:
+def _time_sampler(family, n: int, nets, budget_s: float = 20.0, max_reps: int = 5) -> float:
+    """Seconds per call of family.sample(n): repeated until max_reps or the time budget is spent."""
+    times: list[float] = []
+    while len(times) < max_reps and sum(times) < budget_s:
+        t0 = time.perf_counter()
+        family.sample(n, torch.Generator().manual_seed(len(times)), nets=nets)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sample_speed(family, batch: int = 64) -> dict:
     from genops.serving.onnx_runtime import load_nets
     from genops.stages.export import export_graph
 
@@ -71,15 +118,25 @@ def sample_speed(family, batch: int = 64, reps: int = 5) -> dict:
             export_graph(spec, Path(tmp) / f"{spec.name}.onnx", 18)
         backends = {"torch": None, "onnx": load_nets(Path(tmp), list(family.sampling_nets()))}
         for backend, nets in backends.items():
-            for n, key in ((batch, f"sample_images_per_s_{backend}_b{batch}"), (1, f"batch1_latency_ms_{backend}")):
-                family.sample(n, torch.Generator().manual_seed(0), nets=nets)
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    family.sample(n, torch.Generator().manual_seed(0), nets=nets)
-                dt = (time.perf_counter() - t0) / reps
-                out[key] = n / dt if n > 1 else dt * 1000
+            family.sample(2, torch.Generator().manual_seed(0), nets=nets)  # warm-up
+            out[f"sample_s_per_{batch}_{backend}"] = _time_sampler(family, batch, nets)
+            out[f"sample_images_per_s_{backend}_b{batch}"] = batch / out[f"sample_s_per_{batch}_{backend}"]
+            out[f"batch1_latency_ms_{backend}"] = _time_sampler(family, 1, nets) * 1000
         out["onnx_speedup_b64"] = out[f"sample_images_per_s_onnx_b{batch}"] / out[f"sample_images_per_s_torch_b{batch}"]
     return out
+
+
+def sampler_tradeoff(name: str) -> dict | None:
+    """FID and images/s per sampling variant (DDPM-T, DDIM-S) from the last default run's metrics."""
+    path = ROOT / "metrics" / f"{name}.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    variants = sorted({k[:-4] for k in metrics if k.endswith("_fid") and f"{k[:-4]}_images_per_s" in metrics})
+    if not variants:
+        return None
+    return {v: {"fid": metrics[f"{v}_fid"], "images_per_s": metrics[f"{v}_images_per_s"],
+                "samples": metrics.get(f"{v}_samples")} for v in variants}
 
 
 def _spec(data):
@@ -100,6 +157,7 @@ def _flow_report(path: Path) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="time a fresh `genops pipeline --smoke` too")
+    parser.add_argument("--families", default=None, help="comma-separated subset (default: all in params.yaml)")
     args = parser.parse_args()
     from genops.config import all_families, load_params
     from genops.data.tensors import load_split
@@ -110,16 +168,22 @@ def main() -> None:
                                  "python": platform.python_version(), "cuda": torch.cuda.is_available()},
                      "targets": TARGETS, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     results["help_s"] = _timed([str(BIN / "genops"), "--help"], ROOT, 5)
-    if (ROOT / "dvc.lock").is_file():
+    if (ROOT / "dvc.lock").is_file() and _dvc_clean():  # else `dvc repro` would run the pipeline, not time a no-op
         results["noop_dvc_repro_s"] = _timed([str(BIN / "dvc"), "repro"], ROOT, 3)
+    results["matmul_fp32_peak_flops"] = peak = matmul_peak_flops()
     families = {}
+    selected = args.families.split(",") if args.families else all_families(params)
     with tempfile.TemporaryDirectory() as tmp:
         prepare(params, ROOT, Path(tmp) / "prepared")
         data = load_split(Path(tmp) / "prepared", "train")
-        for name in all_families(params):
+        for name in selected:
             speed = train_speed(name, params, data)
             family = speed.pop("family")
+            speed["train_flops_share_of_peak"] = speed["train_flops_per_s"] / peak
             families[name] = {**speed, **sample_speed(family)}
+            tradeoff = sampler_tradeoff(name)
+            if tradeoff:
+                families[name]["sampler_tradeoff_from_last_run"] = tradeoff
             print(name, json.dumps(families[name], indent=1), flush=True)
     results["families"] = families
     if args.smoke:

@@ -33,6 +33,7 @@ COLUMNS = [
     ("sample img/s ORT", "sample_images_per_s_onnx", "{:.0f}", "max"),
     ("batch-1 ms ORT", "sample_batch1_latency_ms_onnx", "{:.2f}", "min"),
     ("params (k)", "num_parameters", "{:.0f}", ""),
+    ("samples scored", "n_samples", "{:.0f}", ""),
 ]
 
 
@@ -80,6 +81,7 @@ def table_markdown(rows: dict[str, dict], evaluator: dict) -> str:
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     if evaluator:
         floor = {k[len("floor_"):]: v for k, v in evaluator.items() if k.startswith("floor_")}
+        floor["n_samples"] = evaluator.get("n_floor")
         cells = [_fmt(floor.get(key), fmt, key) for _, key, fmt, _ in COLUMNS]
         lines.append("| *real data (floor)* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -213,7 +215,8 @@ def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
     acc = evaluator.get("test_accuracy")
     lines = [
         "# genops: generative families compared", "",
-        f"All sample metrics use {evaluator.get('n_floor', '?')} samples per family against "
+        f"Sample metrics use {evaluator.get('n_floor', '?')} samples per family (fewer where a slow sampler has "
+        f"its own budget: column 'samples scored'; FID/KID are then biased upwards) against "
         f"{evaluator.get('n_reference', '?')} real training images, in the feature space of the "
         + (f"in-domain evaluator classifier (test accuracy {acc:.4f})." if space == "classifier" and acc is not None
            else "seeded random-weight evaluator (the data is unlabeled: Naeem et al. 2020)."),
