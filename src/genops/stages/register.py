@@ -131,10 +131,10 @@ def register_stage(family_name: str, params: dict, root: Path) -> dict:
         card.write_text(model_card(family_name, meta, metrics, export, lineage))
         extra = [card, ckpt / FAMILY_JSON, ckpt / WEIGHTS, exported / "export.json", paths.metrics(family_name)]
         extra += [exported / f"{g}.onnx" for g in export["graphs"]]
-        staged = []
-        for f in extra:  # copy so the names inside the model are stable
-            shutil.copy(f, tmp / f.name) if f.parent != tmp else None
-            staged.append(str(tmp / f.name))
+        for f in extra:  # copy next to the card so the names inside the model are stable
+            if f.parent != tmp:
+                shutil.copy(f, tmp / f.name)
+        staged = [str(tmp / f.name) for f in extra]
         with np.load(exported / f"{sampler}.example.npz") as npz:
             example = {k: npz[k] for k in export["graphs"][sampler]["inputs"]}
         session = make_session(exported / f"{sampler}.onnx")
