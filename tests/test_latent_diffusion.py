@@ -1,0 +1,52 @@
+"""Latent diffusion: standardised VAE latents, adopting a base VAE, budgets and options around it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genops.data.spec import DataSpec
+from genops.data.tensors import ImageSet
+from genops.errors import GenopsError
+from genops.models.latent_diffusion import LatentDiffusion
+from genops.models.vae import VAE
+from genops.stages.common import evaluation_config
+
+SPEC = DataSpec(8, 8, 1, 0)
+TINY = {"width": 16, "blocks": 1, "timesteps": 10, "sample_steps": 3}
+
+
+def _base() -> VAE:
+    torch.manual_seed(0)
+    return VAE({"latent_dim": 3, "widths": [8]}, SPEC)
+
+
+def test_attach_base_adopts_the_vaes_params_and_weights_and_standardises_its_latents():
+    base = _base()
+    family = LatentDiffusion(TINY, SPEC)
+    family.attach_base(base)
+    assert family.cfg["base_cfg"]["latent_dim"] == 3 and family.x_shape == (3,)
+    for name, net in base.networks().items():
+        for (k, a), b in zip(net.state_dict().items(), family.vae.networks()[name].state_dict().values()):
+            assert torch.equal(a, b), (name, k)
+    images = ImageSet((torch.rand(64, *SPEC.shape) * 255).to(torch.uint8), torch.zeros(64, dtype=torch.long))
+    family.on_train_start(images, 32)
+    z = torch.cat([family.to_diffusion_space(b, torch.Generator().manual_seed(0)) for b in images.batches(64)])
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=0.35, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(3), atol=0.35, rtol=0)
+    family.train_mode(True)
+    assert not family.vae.encoder.training  # the base stays frozen in eval mode while the denoiser trains
+
+
+def test_a_conditional_base_vae_is_refused():
+    cvae = VAE({"latent_dim": 3, "widths": [8], "conditional": True}, DataSpec(8, 8, 1, 2))
+    with pytest.raises(GenopsError, match="conditional"):
+        LatentDiffusion(TINY, DataSpec(8, 8, 1, 2)).attach_base(cvae)
+
+
+def test_family_evaluation_budget_overrides_only_known_keys():
+    params = {"evaluate": {"n_samples": 1000, "batch_size": 256}, "pixelcnn": {"evaluate": {"n_samples": 64}}}
+    assert evaluation_config(params, "pixelcnn") == {"n_samples": 64, "batch_size": 256}
+    assert evaluation_config(params, "vae") == params["evaluate"]
+    with pytest.raises(GenopsError, match="pixelcnn.evaluate: unknown setting"):
+        evaluation_config({**params, "pixelcnn": {"evaluate": {"n_sample": 64}}}, "pixelcnn")
