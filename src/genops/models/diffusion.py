@@ -253,6 +253,17 @@ class Level(nn.Module):
                                    for b in blocks])
 
 
+def conditioning(net: nn.Module, t: torch.Tensor, label: torch.Tensor | None, x_t: torch.Tensor) -> torch.Tensor:
+    """A denoiser's time embedding plus its label embedding (the null label when none is given, so an
+    unlabeled call is the unconditional prediction). `net` has time_embed, label_embed and num_classes."""
+    emb = net.time_embed(t)
+    if net.label_embed is not None:
+        if label is None:
+            label = torch.full((x_t.shape[0],), net.num_classes, dtype=torch.long, device=x_t.device)
+        emb = emb + net.label_embed(label)
+    return emb
+
+
 class UNet(nn.Module):
     """(x_t, t[, label]) -> eps or v prediction, same shape as x_t. t is a float or int tensor of shape [N].
 
@@ -306,11 +317,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time_embed(t)
-        if self.label_embed is not None:
-            if label is None:
-                label = torch.full((x_t.shape[0],), self.num_classes, dtype=torch.long, device=x_t.device)
-            emb = emb + self.label_embed(label)
+        emb = conditioning(self, t, label, x_t)
         h = self.conv_in(x_t)
         skips = [h]
         for i, level in enumerate(self.down):

@@ -24,7 +24,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net
-from genops.models.diffusion import Diffusion, SinusoidalEmbedding
+from genops.models.diffusion import Diffusion, SinusoidalEmbedding, conditioning
 from genops.models.vae import VAE
 
 
@@ -62,11 +62,7 @@ class MLPDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.time_embed(t)
-        if self.label_embed is not None:
-            if label is None:
-                label = torch.full((x_t.shape[0],), self.num_classes, dtype=torch.long, device=x_t.device)
-            emb = emb + self.label_embed(label)
+        emb = conditioning(self, t, label, x_t)
         h = self.inp(x_t)
         for block in self.blocks:
             h = block(h, emb)

@@ -201,8 +201,9 @@ def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
 def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
     from genops.config import all_families
 
-    rows, evaluator = load_rows(root, all_families(params))
-    missing = [f for f in all_families(params) if f not in rows]
+    wanted = all_families(params)
+    rows, evaluator = load_rows(root, wanted)
+    missing = [f for f in wanted if f not in rows]
     families = list(rows)
     out = root / "reports" / "comparison"
     out.mkdir(parents=True, exist_ok=True)
