@@ -15,16 +15,13 @@ retrains every family, and the registry promotes a new version only if it beats 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow
 from prefect.schedules import Cron
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import genops_pipeline  # noqa: E402  (flows/ is not a package)
-
-from genops.config import load_params, project_root  # noqa: E402
+from genops.config import load_params, project_root
+from genops.orchestration.flow import genops_pipeline
 
 
 @flow(name="genops-retrain", log_prints=True)
@@ -42,10 +39,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.once:
         genops_retrain(str(root))
         return
-    schedule = load_params(root).get("schedule", {})
+    schedule = load_params(root).schedule
     genops_retrain.serve(
         name="scheduled",
-        schedules=[Cron(str(schedule.get("cron", "0 3 * * 1")), timezone=schedule.get("timezone", "UTC"))],
+        schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
         parameters={"workspace": str(root)},
         description="Retrain, evaluate, export and register every family on the configured cron",
         tags=["genops", "retraining"],

@@ -64,7 +64,6 @@ TINY = {
     "pixelcnn.evaluate.n_samples": 16,
     "pixelcnn.evaluate.speed_samples": 4,
     "vqvae.widths": [8, 16],
-    "vqvae.vq_steps": 6,
     "vqvae.prior_hidden": 8,
     "vqvae.prior_layers": 2,
 }
@@ -125,7 +124,9 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
 
 
 @pytest.fixture
-def tiny_params() -> dict:
-    from genops.config import apply_overrides, load_params
+def tiny_params():
+    """The project's params with the TINY sizes, typed (genops.config.Params)."""
+    from genops.config import apply_overrides, validate
+    from genops.config.loading import read_raw
 
-    return apply_overrides(load_params(PROJECT), TINY)
+    return validate(apply_overrides(read_raw(PROJECT), TINY), "tiny params")

@@ -39,12 +39,19 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, scale: 
     return path
 
 
-def save_loss_curve(history: list[dict[str, float]], path: Path, title: str) -> Path:
-    """One panel per logged loss, raw and smoothed, against training step."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_loss_curve(history: list[dict[str, float]], path: Path, title: str) -> Path:
+    """One panel per logged loss, raw and smoothed, against training step."""
+    plt = pyplot()
 
     keys = [k for k in history[0] if k != "step"] if history else []
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3), squeeze=False)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genops.config.sections import EvaluateConfig
+
 
 class Identity(nn.Module):
     """Features are the input itself: lets torchmetrics compute FID/KID on precomputed features."""
@@ -88,13 +90,12 @@ def modes_covered(probs: torch.Tensor, min_share: float) -> dict[str, float]:
 
 
 def all_metrics(real_feats: torch.Tensor, fake_feats: torch.Tensor, fake_probs: torch.Tensor | None,
-                cfg: dict) -> dict[str, float]:
-    """Every sample metric of one sample set against the real reference set."""
-    out = fid_kid(real_feats, fake_feats, int(cfg.get("kid_subsets", 50)), int(cfg.get("kid_subset_size", 500)),
-                  int(cfg.get("seed", 0)))
-    out.update(precision_recall(real_feats, fake_feats, int(cfg.get("pr_k", 3))))
-    out.update(density_coverage(real_feats, fake_feats, int(cfg.get("dc_k", 5))))
+                cfg: EvaluateConfig, seed: int) -> dict[str, float]:
+    """Every sample metric of one sample set against the real reference set (`seed` draws the KID subsets)."""
+    out = fid_kid(real_feats, fake_feats, cfg.kid_subsets, cfg.kid_subset_size, seed)
+    out.update(precision_recall(real_feats, fake_feats, cfg.pr_k))
+    out.update(density_coverage(real_feats, fake_feats, cfg.dc_k))
     if fake_probs is not None:
         out["classifier_score"] = classifier_score(fake_probs)
-        out.update(modes_covered(fake_probs, float(cfg.get("mode_min_share", 0.5))))
+        out.update(modes_covered(fake_probs, cfg.mode_min_share))
     return out

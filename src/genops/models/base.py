@@ -3,7 +3,7 @@
 The pipeline only ever talks to a `Family`: it builds one from params, calls `train_step` in a
 generic loop, asks it to `sample` (through torch modules or ONNX Runtime sessions alike), lists the
 graphs to export, and collects the family's own metrics. Adding a family means writing a subclass
-and naming it in `genops.models.registry`, nothing else.
+with a typed config class and naming both in `genops.config.families.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from genops.config.families import FamilyConfig, MonitorSettings, StackedConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
+from genops.errors import GenopsError
 
 # A network as the sampler sees it: tensors in, one tensor out. A torch module or an ORT session.
 Net = Callable[..., torch.Tensor]
@@ -45,6 +47,7 @@ class StepContext:
     """What the generic training loop hands to a family's train_step."""
 
     step: int
+    total_steps: int  # the family's whole budget (a phased family splits it)
     optimizers: Mapping[str, torch.optim.Optimizer]
     autocast: Callable[[], AbstractContextManager]
     generator: torch.Generator  # the family's source of training noise (saved with checkpoints)
@@ -73,20 +76,32 @@ class Family(ABC):
     info: ClassVar[FamilyInfo]
     primary_metric: ClassVar[Metric]
     monitor_loss: ClassVar[str] = "loss"  # the loss whose history measures training stability
-    # A family built on another family's *registered* model (latent diffusion on the VAE) names it here;
-    # the train stage resolves that model from the registry and hands it to `attach_base`.
-    base_family: ClassVar[str | None] = None
     # Keyword options `sample` accepts beyond n/labels/nets (exposed as `genops sample --OPTION`).
     sample_options: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: dict, spec: DataSpec) -> None:
-        self.cfg = dict(cfg)
+    def __init__(self, cfg: FamilyConfig, spec: DataSpec, base: Family | None = None) -> None:
+        """`base` is the trained model of the family this one is stacked on (genops.config FamilyEntry.base);
+        families that are not stacked get None."""
+        self.cfg = cfg
         self.spec = spec
-        self.conditional = bool(cfg.get("conditional", False))
+        self.conditional = cfg.conditional
         if self.conditional and not spec.labeled:
-            from genops.errors import GenopsError
-
             raise GenopsError(f"{self.name}.conditional=true but the dataset has no labels (unlabeled folder?)")
+        if base is not None and not isinstance(cfg, StackedConfig):
+            raise GenopsError(f"{self.name} is not built on another family's model, but was given a base")
+
+    def training_steps(self, train_steps: int) -> int:
+        """This family's step budget from `train.steps` (its config's steps_scale); families with phases
+        check here that every phase gets steps."""
+        return self.cfg.total_steps(train_steps)
+
+    def monitor_settings(self) -> MonitorSettings | None:
+        """Mode-collapse checks during training, or None (only adversarial families need them)."""
+        return None
+
+    def labels_of(self, batch: Batch) -> torch.Tensor | None:
+        """The batch's labels when the family is conditional, else None."""
+        return batch.y if self.conditional else None
 
     # --- training -------------------------------------------------------------------------
     @abstractmethod
@@ -100,10 +115,6 @@ class Family(ABC):
     @abstractmethod
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         """One update (backward and optimiser steps included); returns scalar losses to log."""
-
-    def attach_base(self, base: Family) -> None:
-        """Adopt the resolved base model (only for families with a `base_family`)."""
-        raise NotImplementedError(f"{type(self).__name__} declares no base_family")
 
     def on_train_start(self, train: ImageSet, batch_size: int) -> None:
         """Fits from the data that training needs first (e.g. latent standardisation statistics)."""
@@ -134,6 +145,10 @@ class Family(ABC):
         if not self.conditional:
             return None
         return torch.arange(n) % self.spec.num_classes
+
+    def sampling_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels a sampler conditions on: the caller's, else the default cycle (None if unconditional)."""
+        return labels if labels is not None else self.default_labels(n)
 
     # --- export, evaluation -----------------------------------------------------------------
     @abstractmethod

@@ -43,3 +43,10 @@ def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
 
 def nats_to_bits_per_dim(nats: float, dims: int) -> float:
     return nats / (dims * math.log(2.0))
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """z = mu + exp(logvar / 2) eps with eps ~ N(0, I) from `generator`: a sample of q(z | x) that gradients
+    flow through (Kingma & Welling 2014)."""
+    eps = torch.randn(mu.shape, generator=generator, device=generator.device if generator else None)
+    return mu + torch.exp(0.5 * logvar) * eps.to(mu.device)

@@ -1,46 +1,54 @@
-"""The registry of families: a name -> the class implementing `genops.models.base.Family`.
+"""Family name -> implementation class, from the registry in genops.config.families.
 
-Classes are imported lazily so `genops --help` and `genops families` stay fast.
+Classes are imported lazily so `genops --help` and params validation stay fast (no torch).
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
+from genops.config.families import FAMILIES, FamilyConfig
 from genops.data.spec import DataSpec
 from genops.errors import GenopsError
-from genops.models.base import Family
 
-FAMILIES: dict[str, str] = {
-    "autoencoder": "genops.models.autoencoder:Autoencoder",
-    "vae": "genops.models.vae:VAE",
-    "gan": "genops.models.gan:GAN",  # DCGAN, objective from params (default non-saturating)
-    "wgan-gp": "genops.models.gan:GAN",  # the same networks trained with the WGAN-GP objective
-    "diffusion": "genops.models.diffusion:Diffusion",  # DDPM + DDIM + classifier-free guidance
-    "latent-diffusion": "genops.models.latent_diffusion:LatentDiffusion",  # DDPM in the registered VAE's latents
-    "pixelcnn": "genops.models.pixelcnn:PixelCNN",  # gated PixelCNN, exact likelihood
-    "vqvae": "genops.models.vqvae:VQVAE",  # VQ-VAE + PixelCNN prior over the code grid
-}
+if TYPE_CHECKING:
+    from genops.models.base import Family
 
 
 def family_class(name: str) -> type[Family]:
     if name not in FAMILIES:
         raise GenopsError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
-    module, cls = FAMILIES[name].split(":")
+    module, cls = FAMILIES[name].impl.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
-def instantiate(name: str, cfg: dict, spec: DataSpec) -> Family:
-    """Build family `name` from its config; the instance carries the registered name."""
-    family = family_class(name).__new__(family_class(name))
+def config_class(name: str) -> type[FamilyConfig]:
+    if name not in FAMILIES:
+        raise GenopsError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name].config
+
+
+def build_family(name: str, spec: DataSpec, cfg: FamilyConfig | dict | None = None,
+                 base: Family | None = None) -> Family:
+    """Build family `name` from its typed config, or from a mapping of its keys (validated by its config class,
+    defaults for the rest; an unknown key is an error) — handy in notebooks and tests."""
+    if not isinstance(cfg, FamilyConfig):
+        from pydantic import ValidationError
+
+        try:
+            cfg = config_class(name).model_validate(cfg or {})
+        except ValidationError as exc:
+            raise GenopsError(f"{name} config: {exc}") from None
+    return instantiate(name, cfg, spec, base)
+
+
+def instantiate(name: str, cfg: FamilyConfig, spec: DataSpec, base: Family | None = None) -> Family:
+    """Build family `name` from its typed config; the instance carries the registered name."""
+    if not isinstance(cfg, config_class(name)):
+        raise GenopsError(f"{name} is configured by {config_class(name).__name__}, got {type(cfg).__name__}")
+    cls = family_class(name)
+    family = cls.__new__(cls)
     family.name = name  # set first so error messages from __init__ name the registered family
-    family.__init__(cfg, spec)
+    family.__init__(cfg, spec, base)
     return family
-
-
-def build_family(name: str, params: dict, spec: DataSpec) -> Family:
-    """Build a family from its params.yaml section (`params[name]`)."""
-    cfg = params.get(name)
-    if cfg is None:
-        raise GenopsError(f"params.yaml has no section '{name}' for family {name!r}")
-    return instantiate(name, cfg, spec)

@@ -12,8 +12,10 @@ import json
 import math
 from pathlib import Path
 
+from genops.config import Params
 from genops.errors import GenopsError
-from genops.fsutil import write_text_atomic
+from genops.evaluation.plots import pyplot
+from genops.storage.atomic import write_text_atomic
 
 # (column title, metric key, format, better) — `better` is "min", "max" or "" (informational)
 COLUMNS = [
@@ -88,10 +90,7 @@ def table_markdown(rows: dict[str, dict], evaluator: dict) -> str:
 
 
 def _bar_charts(rows: dict[str, dict], evaluator: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("FID (lower is better)", "fid"), ("recall / coverage", ("recall", "coverage")),
               ("sampling images/s (log)", ("sample_images_per_s_torch", "sample_images_per_s_onnx")),
@@ -138,10 +137,7 @@ def _variant_curves(variants: dict[str, list], path: Path) -> Path | None:
     """Quality against sampling speed, one line per family (e.g. DDIM steps vs DDPM-T)."""
     if not variants:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for fam, points in variants.items():
@@ -161,10 +157,7 @@ def _variant_curves(variants: dict[str, list], path: Path) -> Path | None:
 
 def _side_by_side(root: Path, families: list[str], name: str, path: Path) -> Path | None:
     """Each family's PNG (samples or interpolation) in one figure, titled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from PIL import Image
 
     found = [(f, root / "reports" / f / "eval" / name) for f in families]
@@ -198,10 +191,8 @@ def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
     return run.info.run_id
 
 
-def compare_stage(params: dict, root: Path, log_mlflow: bool = False) -> dict:
-    from genops.config import all_families
-
-    wanted = all_families(params)
+def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
+    wanted = params.all_families()
     rows, evaluator = load_rows(root, wanted)
     missing = [f for f in wanted if f not in rows]
     families = list(rows)

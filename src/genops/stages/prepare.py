@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genops.config import Params
 from genops.data.convert import choose_channels, choose_size, to_uint8
 from genops.data.sources import RawImage, load_source
 from genops.data.spec import DataSpec
 from genops.errors import GenopsError
-from genops.fsutil import atomic_dir, write_json_atomic
+from genops.storage.atomic import atomic_dir, write_json_atomic
+from genops.storage.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
 
@@ -54,21 +56,23 @@ def _row(index: int, im: RawImage, float_max: float) -> dict:
                 nonfinite=int(px.size - finite.size), label=im.label, error="")
 
 
-def prepare(params: dict, root: Path, out_dir: Path) -> PrepareResult:
-    """Write train.npz, test.npz, metadata.csv and spec.json into out_dir (replaced atomically)."""
+def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> PrepareResult:
+    """Write train.npz, test.npz, metadata.csv and spec.json into data/prepared (replaced atomically)."""
     import pandas as pd
 
-    data = params["data"]
-    seed = int(params.get("seed", 0))
-    raw = load_source(str(data["source"]), root)
+    out_dir = out_dir or ProjectPaths(root).prepared
+    data = params.data
+    seed = params.seed
+    raw = load_source(data.source, root)
     images = raw.images
-    limit = data.get("limit")
-    if limit and len(images) > int(limit):
-        keep = np.sort(np.random.default_rng(seed).choice(len(images), int(limit), replace=False))
+    limit = data.limit
+    if limit and len(images) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
         images = [images[i] for i in keep]
-    size = choose_size(images, data.get("image_size"), int(data.get("max_size", 64)))
-    channels = choose_channels(images, data.get("channels", "auto"))
-    log.info("prepare: %d images from %s -> %dx%dx%d", len(images), data["source"], size[0], size[1], channels)
+    image_size = list(data.image_size) if isinstance(data.image_size, tuple) else data.image_size
+    size = choose_size(images, image_size, data.max_size)
+    channels = choose_channels(images, data.channels)
+    log.info("prepare: %d images from %s -> %dx%dx%d", len(images), data.source, size[0], size[1], channels)
 
     rows, arrays, labels = [], [], []
     for i, im in enumerate(images):
@@ -83,11 +87,11 @@ def prepare(params: dict, root: Path, out_dir: Path) -> PrepareResult:
             row.update(prep_height=-1, prep_width=-1, prep_channels=-1, sha1="")
         rows.append(row)
     if not arrays:
-        raise GenopsError(f"data.source={data['source']!r}: none of the {len(images)} images could be read")
+        raise GenopsError(f"data.source={data.source!r}: none of the {len(images)} images could be read")
 
     x_all = np.stack(arrays)
     y_all = np.asarray(labels, dtype=np.int64)
-    is_test = _split(y_all, float(data.get("test_fraction", 0.2)), np.random.default_rng(seed))
+    is_test = _split(y_all, data.test_fraction, np.random.default_rng(seed))
     readable_rows = [r for r in rows if r["readable"]]
     for r, t in zip(readable_rows, is_test):
         r["split"] = "test" if t else "train"
@@ -106,7 +110,7 @@ def prepare(params: dict, root: Path, out_dir: Path) -> PrepareResult:
         np.savez(tmp / "test.npz", images=x_all[is_test], labels=y_all[is_test])
         pd.DataFrame(rows).to_csv(tmp / "metadata.csv", index=False)
         write_json_atomic(tmp / "spec.json", {**spec.to_dict(), "n_train": int((~is_test).sum()),
-                                               "n_test": int(is_test.sum()), "source": str(data["source"]),
+                                               "n_test": int(is_test.sum()), "source": data.source,
                                                "data_hash": data_hash})
     dropped = len(rows) - len(arrays)
     if dropped:

@@ -19,90 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-from genops.bundle import FAMILY_JSON, WEIGHTS, read_meta
+from genops.config import Params
 from genops.errors import GenopsError
-from genops.fsutil import write_json_atomic
-from genops.paths import ProjectPaths
+from genops.storage.atomic import write_json_atomic
+from genops.storage.bundle import FAMILY_JSON, WEIGHTS, read_meta
+from genops.storage.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
 
-MODEL_PREFIX = "genops-"
 
-
-def model_name(family: str) -> str:
-    return f"{MODEL_PREFIX}{family}"
-
-
-def decide(candidate: float, champion: float | None, direction: str, min_improvement: float) -> tuple[bool, str]:
-    """Should the candidate replace the champion? Returns (promote, reason)."""
-    if not math.isfinite(candidate):
-        return False, f"candidate metric is {candidate}: never promoted"
-    if champion is None or not math.isfinite(champion):
-        return True, "no comparable champion"
-    need = min_improvement * abs(champion)
-    better = candidate < champion - need if direction == "min" else candidate > champion + need
-    word = "lower" if direction == "min" else "higher"
-    if better:
-        return True, f"{candidate:.6g} is {word} than champion {champion:.6g} by more than {need:.3g}"
-    return False, f"{candidate:.6g} is not {word} than champion {champion:.6g} by more than {need:.3g}"
-
-
-def model_card(family: str, meta: dict, metrics: dict, export: dict, lineage: dict) -> str:
-    from genops.models.registry import family_class
-
-    info = family_class(family).info
-    spec = meta["spec"]
-    lines = [
-        f"# {model_name(family)}", "", info.summary, "",
-        f"**Samples by:** {info.samples_by}", "",
-        "## Data",
-        f"- source: `{lineage['data_source']}`, data hash `{lineage['data_hash']}`",
-        f"- images: {spec['channels']} x {spec['height']} x {spec['width']}, "
-        f"classes: {spec['num_classes'] or 'unlabeled'}", "",
-        "## Lineage",
-        f"- git commit `{lineage['git_commit']}`, params hash `{lineage['params_hash']}`, "
-        f"MLflow run `{lineage['run_id']}`",
-        *([f"- trained on base model `{lineage['base.model']}` version {lineage['base.version']} "
-           f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
-        "",
-        "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
-        "## Metrics", "| metric | value |", "|---|---|",
-        *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)], "",
-        "## Serving",
-        f"- ONNX graphs: {', '.join(export['graphs'])} (opset {export['opset']}, dynamic batch); "
-        f"torch/ORT max |diff| {max(g['max_abs_diff'] for g in export['graphs'].values()):.2g}",
-        f"- `genops sample {family} --n 64 --out grid.png` (ONNX Runtime) or `--backend torch`",
-        *([f"- the registered model is the first graph; sampling needs the loop outside the graphs ("
-           f"{info.samples_by}): use `genops sample` or `family.sample(..., nets=ORT sessions)`"]
-          if info.loop_outside_graph else []), "",
-        "## Limits", *[f"- {item}" for item in info.limits], "",
-    ]
-    return "\n".join(lines)
-
-
-def _champion_value(client, name: str, metric: str) -> tuple[str | None, float | None]:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None, None
-    raw = mv.tags.get(f"metric.{metric}")
-    return mv.version, (float(raw) if raw is not None else None)
-
-
-def register_stage(family_name: str, params: dict, root: Path) -> dict:
+def register_stage(family_name: str, params: Params, root: Path) -> dict:
     import mlflow
     import onnx
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     from genops.serving.onnx_runtime import make_session
-    from genops.stages.common import family_run, run_info
+    from genops.tracking.model_card import model_card
+    from genops.tracking.promotion import decide
+    from genops.tracking.registry import champion_value, exists, model_name
+    from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import git_commit
 
     paths = ProjectPaths(root)
-    cfg = params.get("register", {})
+    cfg = params.register
     ckpt, exported = paths.checkpoint(family_name), paths.exported(family_name)
     for needed in (paths.metrics(family_name), exported / "export.json", ckpt / FAMILY_JSON):
         if not needed.is_file():
@@ -145,8 +85,8 @@ def register_stage(family_name: str, params: dict, root: Path) -> dict:
             pip_requirements=["onnxruntime-gpu==1.31.1", f"onnx=={onnx.__version__}", "numpy"],
             onnx_execution_providers=export["providers"], save_as_external_data=False, extra_files=staged)
         client = MlflowClient()
-        prev_version, prev_value = _champion_value(client, name, primary) if _exists(client, name) else (None, None)
-        promote, reason = decide(value, prev_value, direction, float(cfg.get("min_improvement", 0.0)))
+        prev_version, prev_value = champion_value(client, name, primary) if exists(client, name) else (None, None)
+        promote, reason = decide(value, prev_value, direction, cfg.min_improvement)
         tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()},
                 **{f"metric.{k}": str(v) for k, v in metrics.items() if isinstance(v, int | float)},
                 "genops.primary_metric": primary, "genops.promotion.decision": "champion" if promote else "challenger",
@@ -163,16 +103,6 @@ def register_stage(family_name: str, params: dict, root: Path) -> dict:
     write_json_atomic(paths.registration(family_name), result)
     log.info("register %s: version %s -> @%s (%s)", name, mv.version, alias, reason)
     return result
-
-
-def _exists(client, name: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return True
-    except MlflowException:
-        return False
 
 
 def _summary(family: str) -> str:

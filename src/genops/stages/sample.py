@@ -14,23 +14,6 @@ from genops.errors import GenopsError
 log = logging.getLogger(__name__)
 
 
-def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:
-    """Download a registry model; returns the folder holding family.json, weights and the graphs."""
-    import mlflow
-
-    from genops.tracking.store import setup_mlflow
-
-    setup_mlflow(root)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    except Exception as exc:  # mlflow raises several types for a missing name/alias/version
-        raise GenopsError(f"cannot load {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
-    files = local / "extra_files"
-    if not (files / "family.json").is_file():
-        raise GenopsError(f"{model_uri} is not a genops model (no extra_files/family.json)")
-    return files
-
-
 def save_images(images: torch.Tensor, out: Path) -> Path:
     """.npz -> key `images`, uint8 N x H x W (grayscale) or N x H x W x C; anything else -> PNG grid."""
     from genops.evaluation.plots import save_grid
@@ -48,11 +31,11 @@ def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str =
                  options: dict | None = None) -> dict:
     """`options` are sampler settings such as steps/method/eta/guidance, checked against the family's
     `sample_options` before anything is downloaded."""
-    from genops.bundle import load_bundle
     from genops.models.registry import family_class
-    from genops.stages.register import model_name
+    from genops.storage.bundle import load_bundle
+    from genops.tracking.registry import champion_uri, fetch_model
 
-    model_uri = model_uri or f"models:/{model_name(family_name)}@champion"
+    model_uri = model_uri or champion_uri(family_name)
     if backend not in ("onnx", "torch"):
         raise GenopsError(f"--backend must be onnx or torch, got {backend!r}")
     options = dict(options or {})

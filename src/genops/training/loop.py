@@ -26,21 +26,19 @@ from genops.training.device import autocast_for
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 128
-    lr: float = 1e-3
-    checkpoint_every: int = 500
-    log_every: int = 50
-    seed: int = 0
-    max_loss: float = 1e8  # a loss beyond this counts as divergence
-    progress: bool = True
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop needs, resolved by the train stage from `train` and the family's config (no defaults
+    here: they live once, in genops.config)."""
 
-    @classmethod
-    def from_params(cls, train: dict, seed: int) -> TrainConfig:
-        known = {k: train[k] for k in cls.__dataclass_fields__ if k in train}
-        return cls(**{**known, "seed": seed})
+    steps: int
+    batch_size: int
+    lr: float
+    checkpoint_every: int
+    log_every: int
+    seed: int
+    max_loss: float  # a loss beyond this counts as divergence
+    progress: bool
 
 
 @dataclass
@@ -69,7 +67,7 @@ class BatchSchedule:
         return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
 
 
-def train(family: Family, data: ImageSet, cfg: TrainConfig, work_dir: Path, fingerprint: str,
+def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fingerprint: str,
           device: torch.device, on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train `family` for cfg.steps, resuming from `work_dir` if a matching checkpoint is there."""
     family.to(device)
@@ -90,7 +88,7 @@ def train(family: Family, data: ImageSet, cfg: TrainConfig, work_dir: Path, fing
                disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
     for step in bar:
         batch = data.batch(schedule.indices(step))
-        losses = family.train_step(batch, StepContext(step, optimizers, autocast, generator))
+        losses = family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator))
         bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
         if bad:
             raise TrainingDiverged(f"{family.name}: training diverged at step {step + 1}: "

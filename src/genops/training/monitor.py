@@ -24,6 +24,7 @@ class CollapseMonitor:
     family: Family
     features: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]  # images -> (feats, probs)
     reference: torch.Tensor  # real reference features
+    every: int = 250
     n_samples: int = 256
     min_recall: float = 0.05
     min_modes: int = 5

@@ -1,0 +1,125 @@
+"""The `genops` commands: argument parsing and dispatch to the stage functions.
+
+Heavy libraries (torch, mlflow, prefect, great-expectations) are imported inside the commands that
+need them, so `genops --help` answers in a fraction of a second. `genops pipeline` is dispatched by
+genops.cli (it drives the others); the Prefect flow runs stage commands through `run_in_process`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+FAMILY_COMMANDS = ("train", "evaluate", "export", "register")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genops", description="Train, evaluate, register and serve generative "
+                                "image models side by side. Every command reads params.yaml at the project root.")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, family: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if family:
+            sp.add_argument("family", help="family name (see `genops families`)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params.yaml value, e.g. --set train.steps=100 (repeatable)")
+        return sp
+
+    add("prepare", "read data.source, write the seeded split and metadata table to data/prepared")
+    add("validate", "run the great-expectations suite on data/prepared; non-zero exit on failure")
+    add("evaluator", "train the in-domain evaluator network (features for FID/KID/PR/DC) and score the floor")
+    add("train", "train one family (resumes from its last checkpoint)", family=True)
+    add("evaluate", "test metrics, sampling speed, sample grid and interpolation", family=True)
+    add("export", "export ONNX graphs and check ONNX Runtime parity", family=True)
+    add("register", "register in MLflow and promote to @champion if better", family=True)
+    add("compare", "write reports/comparison (table + charts + side-by-side samples) from the metrics files")
+    sp = add("sample", "generate images from a registered model", family=True)
+    sp.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sp.add_argument("--out", type=Path, default=Path("samples.png"), help=".png grid or .npz (key images, uint8)")
+    sp.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    sp.add_argument("--model-uri", default=None, help="default models:/genops-FAMILY@champion")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    sp.add_argument("--steps", type=int, default=None, help="sampling steps (diffusion: DDIM/DDPM chain length)")
+    sp.add_argument("--method", default=None, help="sampler (diffusion: ddim | ddpm)")
+    sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
+    sp.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
+    sp = add("pipeline", "run the whole pipeline as a Prefect flow over the DVC stages")
+    sp.add_argument("--families", default=None, help="comma-separated subset of params.yaml `families`")
+    sp.add_argument("--smoke", action="store_true",
+                    help="tiny sizes in a scratch workspace (.genops/smoke): checks data and setup in minutes")
+    sp = add("params", "print the resolved configuration (schema defaults + params.yaml + --set) as YAML")
+    sp.add_argument("--template", action="store_true",
+                    help="print the defaults as a commented params.yaml instead (the file this project ships)")
+    sub.add_parser("families", help="list the model families and what each samples by")
+    return p
+
+
+def run_command(args: argparse.Namespace) -> object:
+    """Run one parsed command other than `pipeline`; returns what it prints as JSON (or text)."""
+    if args.command == "families":
+        from genops.config import FAMILIES
+        from genops.models.registry import family_class
+
+        return {name: {"summary": family_class(name).info.summary, "samples_by": family_class(name).info.samples_by,
+                       "primary_metric": family_class(name).primary_metric.name} for name in FAMILIES}
+    if args.command == "pipeline":
+        raise ValueError("`genops pipeline` is run by genops.cli, not as a stage command")
+
+    from genops.config import load_params, project_root
+
+    root = project_root()
+    if args.command == "params":
+        from genops.config.template import render_template, render_values
+
+        return render_template() if args.template else render_values(load_params(root, args.overrides))
+    params = load_params(root, args.overrides)
+    if args.command == "prepare":
+        from genops.stages.prepare import prepare_stage
+
+        r = prepare_stage(params, root)
+        return {"spec": r.spec.to_dict(), "n_train": r.n_train, "n_test": r.n_test, "n_dropped": r.n_dropped,
+                "data_hash": r.data_hash}
+    if args.command == "validate":
+        from genops.stages.validate import validate_stage
+
+        return validate_stage(params, root)
+    if args.command == "evaluator":
+        from genops.stages.evaluator import evaluator_stage
+
+        return evaluator_stage(params, root)
+    if args.command == "compare":
+        from genops.stages.compare import compare_stage
+
+        return compare_stage(params, root, log_mlflow=True)
+    if args.command == "sample":
+        from genops.stages.sample import sample_stage
+
+        options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
+        return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
+                            options)
+    if args.command in FAMILY_COMMANDS:
+        from genops.stages import run_family_stage
+
+        return run_family_stage(args.command, args.family, params, root)
+    raise AssertionError(args.command)
+
+
+def as_output(result: object) -> object:
+    """Stage results (dataclasses or dicts) as JSON-able values."""
+    return asdict(result) if is_dataclass(result) and not isinstance(result, type) else result
+
+
+def run_in_process(argv: list[str]) -> object:
+    """Run one `genops ...` stage command in this process (the flow uses it to skip ~8 s of imports per stage).
+
+    Errors propagate as exceptions instead of exit codes, so the caller sees the message.
+    """
+    args = build_parser().parse_args(argv)
+    if args.command == "pipeline":
+        raise ValueError("`genops pipeline` cannot run as a stage of itself")
+    return as_output(run_command(args))

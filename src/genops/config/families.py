@@ -1,0 +1,249 @@
+"""Each family's typed configuration, and the registry: family name -> config class + implementation.
+
+The config classes are torch-free, so params.yaml is validated before any stage (or torch) starts.
+Adding a family: its module under genops/models/families/, its config class here, one line in
+`FAMILIES`, and its section in params.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import model_validator
+
+from genops.config.base import Section, field
+from genops.config.sections import EvaluateBudget
+
+
+class FamilyConfig(Section):
+    """What every family section has: conditioning, its share of the step budget, its learning rate and its
+    evaluation budget."""
+
+    conditional: bool = field(False, "true = class-conditional (needs labeled data)")
+    steps_scale: float = field(1.0, "this family trains for train.steps x steps_scale steps", gt=0)
+    lr: float | None = field(None, "Adam learning rate; null = train.lr", gt=0)
+    evaluate: EvaluateBudget = field(EvaluateBudget(), "this family's own evaluation budget (keys of `evaluate`)",
+                                     training=False)
+
+    def total_steps(self, train_steps: int) -> int:
+        """The family's step budget: cheap steps (a WGAN critic step) may ask for proportionally more."""
+        return max(1, round(train_steps * self.steps_scale))
+
+    def learning_rate(self, train_lr: float) -> float:
+        return self.lr if self.lr is not None else train_lr
+
+
+class StackedConfig(FamilyConfig):
+    """A family trained on another family's *registered* model (see `FamilyEntry.base`)."""
+
+    base_model: str | None = field(None, "null = models:/genops-BASE@champion; or any models:/ URI of the base family")
+
+
+class MonitorSettings(Section):
+    """Mode-collapse watch during training (read by the train stage through `Family.monitor`)."""
+
+    every: int
+    samples: int
+    min_recall: float
+    min_modes: int
+
+
+# --- one config class per family -------------------------------------------------------------------
+
+
+class AutoencoderConfig(FamilyConfig):
+    """Deterministic conv autoencoder (MSE): the baseline that reconstructs but cannot really generate."""
+
+    latent_dim: int = field(16, "size of the deterministic latent", ge=1)
+    widths: list[int] = field([32, 64, 128], "conv channels per downsampling level", min_length=1)
+
+    @model_validator(mode="after")
+    def _unconditional(self) -> AutoencoderConfig:
+        if self.conditional:
+            raise ValueError("conditional: the autoencoder baseline has no conditional variant")
+        return self
+
+
+class VAEConfig(FamilyConfig):
+    """Conv VAE with a discretised-logistic decoder; beta > 1 gives a beta-VAE, conditional a CVAE."""
+
+    latent_dim: int = field(16, "size of the Gaussian latent", ge=1)
+    widths: list[int] = field([32, 64, 128], "conv channels per downsampling level", min_length=1)
+    beta: float = field(1.0, "weight of the KL term (1 = the ELBO; > 1 = beta-VAE)", ge=0)
+
+
+class GanConfig(FamilyConfig):
+    """DCGAN; one step = one D update (+ one G update every n_critic steps)."""
+
+    objective: Literal["minimax", "nonsaturating", "wgan-gp"] = field("nonsaturating",
+                                                                      "minimax | nonsaturating | wgan-gp")
+    latent_dim: int = field(64, "size of the generator's noise", ge=1)
+    widths: list[int] = field([32, 64, 128], "conv channels per level of G and D", min_length=1)
+    g_widths: list[int] | None = field(None, "generator channels; null = widths", min_length=1)
+    d_widths: list[int] | None = field(None, "discriminator channels; null = widths", min_length=1)
+    spectral_norm: bool = field(False, "spectral norm on every discriminator layer")
+    d_norm: Literal["batch", "layer", "none"] = field("batch", "discriminator normalisation: batch | layer | none")
+    n_critic: int = field(1, "discriminator steps per generator step", ge=1)
+    gp_weight: float = field(10.0, "gradient-penalty weight (wgan-gp)", ge=0)
+    lr_g: float | None = field(0.0002, "generator learning rate (TTUR); null = lr", gt=0)
+    lr_d: float | None = field(0.0002, "discriminator learning rate (TTUR); null = lr", gt=0)
+    betas: tuple[float, float] = field((0.5, 0.999), "Adam betas of both optimisers")
+    monitor_every: int = field(250, "steps between recall / modes-covered checks (a multiple of train.log_every); "
+                                    "0 = off", ge=0)
+    monitor_samples: int = field(256, "samples per check", ge=2)
+    collapse_min_recall: float = field(0.05, "recall below this logs a mode-collapse warning", ge=0, le=1)
+    collapse_min_modes: int = field(5, "fewer modes covered than this logs a mode-collapse warning", ge=0)
+
+    @model_validator(mode="after")
+    def _critic_norm(self) -> GanConfig:
+        if self.objective == "wgan-gp" and self.d_norm == "batch":
+            raise ValueError("d_norm: batch norm in a WGAN-GP critic breaks the per-sample gradient penalty; "
+                             "use none or layer")
+        return self
+
+    def monitor(self) -> MonitorSettings | None:
+        if self.monitor_every <= 0:
+            return None
+        return MonitorSettings(every=self.monitor_every, samples=self.monitor_samples,
+                               min_recall=self.collapse_min_recall, min_modes=self.collapse_min_modes)
+
+
+class WganGpConfig(GanConfig):
+    """The same DCGAN networks with a Wasserstein critic and gradient penalty (Gulrajani et al. 2017)."""
+
+    objective: Literal["minimax", "nonsaturating", "wgan-gp"] = field("wgan-gp", "minimax | nonsaturating | wgan-gp")
+    d_norm: Literal["batch", "layer", "none"] = field("none", "no batch norm in a WGAN-GP critic")
+    n_critic: int = field(5, "critic steps per generator step", ge=1)
+    lr_g: float | None = field(0.0001, "generator learning rate; null = lr", gt=0)
+    lr_d: float | None = field(0.0001, "critic learning rate; null = lr", gt=0)
+    betas: tuple[float, float] = field((0.0, 0.9), "Adam betas (Gulrajani et al.)")
+    steps_scale: float = field(2.5, "train.steps x 2.5 critic steps = 1000 generator updates by default", gt=0)
+    monitor_every: int = field(500, "steps between recall / modes-covered checks; 0 = off", ge=0)
+
+
+class DiffusionProcessConfig(FamilyConfig):
+    """The forward process, training objective and samplers shared by pixel and latent diffusion."""
+
+    timesteps: int = field(1000, "T, the length of the forward chain", ge=2)
+    schedule: Literal["linear", "cosine"] = field("linear", "beta schedule: linear | cosine")
+    prediction: Literal["eps", "v"] = field("eps", "what the denoiser predicts: eps | v (Salimans & Ho 2022)")
+    p_uncond: float = field(0.1, "label dropout for classifier-free guidance (conditional only)", ge=0, le=1)
+    ema_decay: float = field(0.999, "EMA decay of the sampling weights", gt=0, lt=1)
+    ema_warmup: bool = field(True, "ramp the EMA decay up as min(decay, (1+n)/(10+n))")
+    warmup_steps: int = field(100, "linear learning-rate warm-up steps", ge=0)
+    grad_clip: float = field(1.0, "gradient-norm clip (0 = off)", ge=0)
+    clip_denoised: bool = field(True, "clip x0_hat to the data range while sampling and in the bound",
+                                training=False)
+    guidance: float = field(1.0, "w in eps_uncond + w (eps_cond - eps_uncond): 0 uncond, 1 cond, >1 guided",
+                            training=False)
+    sample_steps: int = field(50, "default sampler: this many steps", ge=1, training=False)
+    sample_method: Literal["ddim", "ddpm"] = field("ddim", "default sampler: ddim | ddpm", training=False)
+    eta: float = field(0.0, "DDIM stochasticity (0 = deterministic, 1 = DDPM-like)", ge=0, training=False)
+    eval_steps: list[int] = field([10, 25, 50, 100], "DDIM step counts measured on the quality/speed curve",
+                                  training=False)
+    eval_ddpm: bool = field(True, "also measure the full T-step ancestral sampler (slow on CPU)", training=False)
+
+    @model_validator(mode="after")
+    def _steps_within_chain(self) -> DiffusionProcessConfig:
+        too_long = [s for s in [self.sample_steps, *self.eval_steps] if not 1 <= s <= self.timesteps]
+        if too_long:
+            raise ValueError(f"sample_steps / eval_steps must lie in 1..timesteps ({self.timesteps}); "
+                             f"got {', '.join(map(str, too_long))}")
+        return self
+
+
+class DiffusionConfig(DiffusionProcessConfig):
+    """DDPM (Ho et al. 2020) on pixels; CPU-sized: on a GPU widen `widths` to [64, 128, 256]."""
+
+    widths: list[int] = field([16, 32], "U-Net channels per resolution", min_length=1)
+    blocks_per_level: int = field(1, "residual blocks per resolution", ge=1)
+    attention_levels: list[int] = field([-1], "resolutions with self-attention (-1 = lowest; the middle always has)")
+    dropout: float = field(0.0, "dropout inside residual blocks", ge=0, lt=1)
+    vlb_timesteps: int = field(32, "strata of the variational-bound estimate", ge=1, training=False)
+    steps_scale: float = field(0.75, "1500 steps by default", gt=0)
+    evaluate: EvaluateBudget = field(
+        EvaluateBudget(n_samples=500, variant_samples=100, speed_samples=64, nll_subset=200),
+        "one network pass per sampling step: a smaller budget than one-pass families", training=False)
+
+
+class LatentDiffusionConfig(DiffusionProcessConfig, StackedConfig):
+    """The diffusion above in the latent space of the registered VAE (Rombach et al. 2022)."""
+
+    width: int = field(256, "MLP denoiser width (the latent is a vector, not an image)", ge=1)
+    blocks: int = field(4, "residual MLP blocks", ge=1)
+    lr: float | None = field(0.0005, "Adam learning rate; null = train.lr", gt=0)
+    clip_denoised: bool = field(False, "latents have no fixed range: no clipping", training=False)
+
+
+class PixelCNNConfig(FamilyConfig):
+    """Gated PixelCNN (van den Oord et al. 2016), 256-way softmax per sub-pixel."""
+
+    hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
+    layers: int = field(5, "gated layers", ge=1)
+    kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
+    steps_scale: float = field(0.5, "~130 training images/s on 2 CPU cores: 1000 steps by default", gt=0)
+    evaluate: EvaluateBudget = field(EvaluateBudget(n_samples=200, speed_samples=32, variant_samples=32),
+                                     "sampling is sequential: score fewer samples", training=False)
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> PixelCNNConfig:
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel: expected an odd size >= 3, got {self.kernel}")
+        return self
+
+
+class VQVAEConfig(FamilyConfig):
+    """VQ-VAE (van den Oord et al. 2017) + a gated PixelCNN prior over the code grid."""
+
+    widths: list[int] = field([32, 64], "encoder channels; two downsamplings: 28 x 28 -> 7 x 7 codes", min_length=1)
+    code_dim: int = field(32, "size of a codebook vector", ge=1)
+    codebook_size: int = field(128, "number of codes", ge=2)
+    res_blocks: int = field(2, "residual blocks in encoder and decoder", ge=0)
+    beta: float = field(0.25, "commitment loss weight", ge=0)
+    ema: bool = field(True, "EMA codebook updates (no codebook gradient)")
+    decay: float = field(0.99, "EMA decay of the codebook", gt=0, lt=1)
+    data_init: bool = field(True, "initialise the codebook from encoder outputs of the first batch")
+    reset_dead: bool = field(True, "re-seed codes unused for dead_window steps from current encoder outputs")
+    dead_window: int = field(100, "steps without use after which a code is dead", ge=1)
+    vq_fraction: float = field(0.5, "share of the family's steps for phase 1 (autoencoder + codebook); the rest "
+                                    "trains the prior over frozen codes", gt=0, lt=1)
+    prior_hidden: int = field(64, "prior PixelCNN channels", ge=1)
+    prior_layers: int = field(6, "prior gated layers", ge=1)
+    prior_kernel: int = field(3, "prior kernel size (odd, >= 3)", ge=3)
+    prior_embed: int = field(32, "embedding size of a code index in the prior", ge=1)
+    prior_lr: float | None = field(None, "prior learning rate; null = lr", gt=0)
+
+    def phase_split(self, total_steps: int) -> int:
+        """Steps of phase 1; both phases get at least one step or the run is refused."""
+        split = round(total_steps * self.vq_fraction)
+        if not 0 < split < total_steps:
+            raise ValueError(f"vq_fraction={self.vq_fraction} of {total_steps} steps leaves a phase with no steps; "
+                             "train longer or change vq_fraction")
+        return split
+
+
+# --- the registry ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """A registered family: its config class, its implementation ("module:Class", imported lazily), and for a
+    stacked family the family whose registered model it trains on."""
+
+    config: type[FamilyConfig]
+    impl: str
+    base: str | None = None
+
+
+FAMILIES: dict[str, FamilyEntry] = {
+    "autoencoder": FamilyEntry(AutoencoderConfig, "genops.models.families.autoencoder:Autoencoder"),
+    "vae": FamilyEntry(VAEConfig, "genops.models.families.vae:VAE"),
+    "gan": FamilyEntry(GanConfig, "genops.models.families.gan:GAN"),
+    "wgan-gp": FamilyEntry(WganGpConfig, "genops.models.families.gan:GAN"),
+    "diffusion": FamilyEntry(DiffusionConfig, "genops.models.families.diffusion:Diffusion"),
+    "latent-diffusion": FamilyEntry(LatentDiffusionConfig, "genops.models.families.latent_diffusion:LatentDiffusion",
+                                    base="vae"),
+    "pixelcnn": FamilyEntry(PixelCNNConfig, "genops.models.families.pixelcnn:PixelCNN"),
+    "vqvae": FamilyEntry(VQVAEConfig, "genops.models.families.vqvae:VQVAE"),
+}

@@ -1,0 +1,130 @@
+"""The shared sections of params.yaml: data, validation, training, evaluation, export, registry, schedule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, create_model, model_serializer, model_validator
+
+from genops.config.base import Section, field
+
+
+class DataConfig(Section):
+    source: str = field("mnist5k", "mnist5k | digits | path/to/folder (class sub-folders = labels) | path/to/file.npz")
+    image_size: int | tuple[int, int] | None = field(
+        None, "null = the most common size in the data (shrunk to max_size); or an int / [h, w]")
+    max_size: int = field(64, "longer side cap when image_size is null (CPU-friendly)", ge=1)
+    channels: Literal["auto", 1, 3] = field("auto", "auto (3 only if some image has colour) | 1 | 3")
+    test_fraction: float = field(0.2, "share of each class held out as the test split", gt=0, lt=1)
+    limit: int | None = field(None, "use at most this many images (seeded subset); null = all", ge=1)
+
+
+class ValidationConfig(Section):
+    """Thresholds of the great-expectations suite; they live here so DVC re-validates on a change."""
+
+    min_rows: int = field(100, "fewest readable images accepted", ge=0)
+    max_rows: int = field(5_000_000, "most images accepted", ge=0)
+    min_per_class: int = field(10, "fewest images per class (labeled data)", ge=0)
+    max_duplicate_fraction: float = field(0.05, "largest share of exact duplicate images", ge=0, le=1)
+    max_unreadable_fraction: float = field(0.02, "largest share of unreadable files (they are skipped)", ge=0, le=1)
+    data_docs: bool = field(True, "write HTML Data Docs to reports/validation/docs", training=False)
+
+    @model_validator(mode="after")
+    def _rows(self) -> ValidationConfig:
+        if self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows ({self.min_rows}) must not exceed max_rows ({self.max_rows})")
+        return self
+
+
+class TrainConfig(Section):
+    device: str = field("auto", "auto = CUDA (bf16 autocast) when a GPU is present, else CPU; or cpu | cuda[:N]")
+    steps: int = field(2000, "training steps per family (a family's steps_scale multiplies it)", ge=1)
+    batch_size: int = field(64, "images per training step", ge=1)
+    lr: float = field(0.001, "Adam learning rate (a family's own lr overrides it)", gt=0)
+    checkpoint_every: int = field(250, "steps between resumable checkpoints", ge=1, training=False)
+    log_every: int = field(25, "steps between MLflow loss logs", ge=1, training=False)
+    num_threads: int | None = field(None, "torch CPU threads (null = torch default)", ge=1)
+    max_loss: float = field(1.0e8, "|loss| above this, or NaN, fails the run as diverged", gt=0)
+    progress: bool = field(True, "show progress bars", training=False)
+
+
+class EvaluatorConfig(Section):
+    """The in-domain feature network for FID/KID/precision-recall/density-coverage."""
+
+    steps: int = field(600, "classifier training steps (labeled data); unlabeled data uses seeded random weights",
+                       ge=1)
+    batch_size: int = field(128, "classifier batch size", ge=1)
+    lr: float = field(0.001, "classifier Adam learning rate", gt=0)
+    width: int = field(32, "channels of the first conv block", ge=1)
+    num_features: int = field(128, "size of the penultimate feature layer the metrics use", ge=2)
+    seed: int = field(0, "seed of the classifier's init and batches (and of the floor's KID subsets)")
+
+
+class EvaluateConfig(Section):
+    seed: int = field(1234, "fixed noise: every evaluation of a family sees the same draws")
+    batch_size: int = field(256, "sampling and scoring batch size", ge=1)
+    n_samples: int = field(1000, "samples per family for FID/KID/PR/DC (the floor uses as many real test images)",
+                           ge=2)
+    n_reference: int = field(2000, "real training images in the reference set", ge=2)
+    kid_subsets: int = field(50, "KID: number of random subsets", ge=1)
+    kid_subset_size: int = field(500, "KID: images per subset (capped by the set sizes)", ge=2)
+    pr_k: int = field(3, "precision/recall k-NN radius (Kynkaanniemi et al. 2019)", ge=1)
+    dc_k: int = field(5, "density/coverage k-NN radius (Naeem et al. 2020)", ge=1)
+    mode_min_share: float = field(0.5, "a class counts as covered if it gets >= this share of its fair share",
+                                  gt=0, le=1)
+    grid_size: int = field(64, "samples shown in the report's grid", ge=1)
+    variant_samples: int = field(200, "samples per sampling variant (e.g. DDIM step counts) for the quality/speed "
+                                      "curve", ge=2)
+    speed_samples: int = field(512, "samples timed for images/s", ge=1)
+    iw_samples: int = field(64, "importance samples for the VAE's NLL bound", ge=1)
+    nll_subset: int = field(1000, "test images used for likelihoods", ge=1)
+
+    def with_budget(self, budget: Section) -> EvaluateConfig:
+        """This section with a family's own `evaluate:` budget on top (see EvaluateBudget)."""
+        return EvaluateConfig.model_validate({**self.model_dump(), **budget.model_dump(exclude_none=True)})
+
+
+class _SparseSection(Section):
+    """A section of optional overrides: only the keys that are set appear when it is written out."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+def _budget_model() -> type[Section]:
+    """`EvaluateBudget`: every key of `evaluate`, optional, overriding it for one family.
+
+    Built from EvaluateConfig so a key, its type and its description exist once; the merged result is
+    validated again by EvaluateConfig (ranges included)."""
+    fields = {name: (info.annotation | None, Field(None, description=info.description))
+              for name, info in EvaluateConfig.model_fields.items()}
+    doc = ("A family's own evaluation budget. Sampling costs differ by orders of magnitude between families "
+           "(one pass vs one pass per pixel), so slow samplers may score fewer samples; the number scored is "
+           "recorded with every metric.")
+    return create_model("EvaluateBudget", __base__=_SparseSection, __doc__=doc, **fields)
+
+
+EvaluateBudget = _budget_model()
+
+
+class ExportConfig(Section):
+    opset: int = field(18, "ONNX opset", ge=7)
+    atol: float = field(1.0e-4, "max |ORT - torch| on fixed inputs per graph", gt=0)
+    sampler_atol: float = field(1.0e-3, "max |ORT - torch| on whole sampled images", gt=0)
+
+
+class RegisterConfig(Section):
+    min_improvement: float = field(0.0, "a candidate must beat @champion's primary metric by this fraction of it",
+                                   ge=0)
+
+
+class ScheduleConfig(Section):
+    cron: str = field("0 3 * * 1", "retraining cron of the scheduled deployment (flows/retrain.py)")
+    timezone: str = field("UTC", "time zone of the cron")
+
+
+class OrchestrationConfig(Section):
+    max_parallel: int = field(1, "stages of a wave run at once (1 on a 2-core CPU; raise on bigger machines)", ge=1)
+    in_process: bool = field(True, "with max_parallel 1, run `genops` stage commands inside the flow's process "
+                                   "(saves ~8 s of interpreter + torch/mlflow start-up per stage)")

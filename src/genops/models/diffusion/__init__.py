@@ -1,0 +1,1 @@
+"""Diffusion schedules, samplers, EMA and the variational bound, apart from any network (as in diffusers)."""

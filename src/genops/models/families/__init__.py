@@ -1,0 +1,1 @@
+"""The Family implementations: one module per family, built from its typed config."""

@@ -1,0 +1,132 @@
+"""The Prefect flow: the DVC stage graph as tasks, fanned out per family.
+
+The stage graph is read from dvc.yaml at run time (genops.orchestration.dvc_graph), so there is no second
+copy here that could drift. Per wave of independent stages the flow asks `dvc status` what changed, runs
+only those stage commands as Prefect tasks (retried; training resumes from its checkpoint), records them
+with `dvc commit`, and finally publishes a markdown artifact with metrics and promotion decisions.
+`flows/pipeline.py` and `flows/retrain.py` are the entry points users and deployments run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from genops.config import load_params
+from genops.errors import GenopsError
+from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_waves
+from genops.orchestration.runner import run_stage_command
+from genops.orchestration.workspace import persist_overrides, smoke_workspace
+
+
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
+def run_stage(workspace: str, stage: StageInfo, in_process: bool = False) -> dict:
+    get_run_logger().info("running %s: %s", stage.name, stage.cmd)
+    wall = run_stage_command(Path(workspace), stage, in_process=in_process)
+    return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
+
+
+def _summary_markdown(root: Path, families: list[str], records: list[dict], timing: dict) -> str:
+    lines = ["# genops pipeline", "", "| family | primary metric | value | version | alias | decision |",
+             "|---|---|---|---|---|---|"]
+    for fam in families:
+        metrics_path, reg_path = root / "metrics" / f"{fam}.json", root / "reports" / "registry" / f"{fam}.json"
+        m = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        r = json.loads(reg_path.read_text()) if reg_path.is_file() else {}
+        key = m.get("primary_metric", "-")
+        lines.append(f"| {fam} | {key} | {m.get(key, '-')} | {r.get('version', '-')} | {r.get('alias', '-')} | "
+                     f"{r.get('reason', '-')} |")
+    lines += ["", "| stage | status | wall s |", "|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['status']} | {r.get('wall_s', '')} |" for r in records]
+    lines += ["", f"Flow wall time {timing['flow_wall_s']:.1f} s, stage compute {timing['stage_compute_s']:.1f} s, "
+              f"orchestration overhead {timing['overhead_s']:.1f} s ({100 * timing['overhead_fraction']:.1f} %)."]
+    return "\n".join(lines)
+
+
+@flow(name="genops-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
+    """Run (only the changed parts of) the DVC pipeline in `workspace`.
+
+    Stages of one wave run concurrently up to the task runner's max_workers
+    (params.yaml `orchestration.max_parallel`, applied by genops.orchestration.run_pipeline).
+    """
+    log = get_run_logger()
+    root = Path(workspace)
+    t0 = time.perf_counter()
+    params = load_params(root)
+    selected = families or params.all_families()
+    orchestration = params.orchestration
+    # In-process stages share one interpreter, so only when they run one at a time.
+    in_process = orchestration.in_process and orchestration.max_parallel == 1
+    records: list[dict] = []
+    failed: dict[str, str] = {}  # stage -> error; a failed family stops, the others go on
+    for wave in stage_waves(root, selected):
+        stopped = _failed_families(failed)
+        runnable = [s for s in wave if None not in stopped and s.family not in stopped]
+        changed = changed_stages(root, [s.name for s in runnable])
+        for s in runnable:
+            if s.name not in changed:
+                records.append({"stage": s.name, "family": s.family, "status": "skipped (unchanged)"})
+        futures = {s.name: run_stage.submit(workspace, s, in_process) for s in runnable if s.name in changed}
+        done = []
+        for name, fut in futures.items():
+            try:
+                records.append(fut.result())
+                done.append(name)
+            except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
+                failed[name] = str(exc)
+                records.append({"stage": name, "status": "failed"})
+                log.error("%s failed: %s", name, exc)
+        commit_stages(root, done)
+    flow_wall = time.perf_counter() - t0
+    compute = sum(r.get("wall_s", 0.0) for r in records)
+    timing = {"flow_wall_s": round(flow_wall, 3), "stage_compute_s": round(compute, 3),
+              "overhead_s": round(flow_wall - compute, 3),
+              "overhead_fraction": round((flow_wall - compute) / flow_wall, 4) if flow_wall else 0.0}
+    summary = {"workspace": str(root), "families": selected, "stages": records, **timing, "failed": failed}
+    (root / "reports").mkdir(exist_ok=True)
+    (root / "reports" / "pipeline_run.json").write_text(json.dumps(summary, indent=2) + "\n")
+    create_markdown_artifact(key="genops-pipeline", markdown=_summary_markdown(root, selected, records, timing),
+                             description="genops pipeline: metrics and promotion decisions")
+    comparison = root / "reports" / "comparison" / "comparison.md"
+    if comparison.is_file():
+        create_markdown_artifact(key="genops-comparison", markdown=comparison.read_text(),
+                                 description="genops: all families side by side (reports/comparison)")
+    if failed:
+        raise GenopsError("pipeline failed:\n" + "\n".join(f"- {k}: {v}" for k, v in failed.items()))
+    return summary
+
+
+def _failed_families(failed: dict[str, str]) -> set[str | None]:
+    """Families whose stages failed; None means a shared stage (prepare/validate) failed: stop all."""
+    return {name.split("@", 1)[1] if "@" in name else None for name in failed}
+
+
+def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = False,
+                 overrides: list[str] | None = None) -> dict:
+    """Entry point of `genops pipeline`: choose the workspace, then run the flow over it."""
+    overrides = list(overrides or [])
+    known = load_params(root).all_families()
+    unknown = [f for f in families or [] if f not in known]
+    if unknown:
+        raise GenopsError(f"--families {','.join(unknown)}: not in params.yaml `families` or `stacked` "
+                          f"({', '.join(known)})")
+    if smoke:
+        workspace = smoke_workspace(root, overrides)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
+    else:
+        workspace = root
+        persist_overrides(root, overrides)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    max_parallel = load_params(workspace).orchestration.max_parallel
+    flow_fn = genops_pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max_parallel))
+    return flow_fn(str(workspace), families=families)

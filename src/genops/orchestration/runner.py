@@ -1,0 +1,84 @@
+"""Running one stage's command as `dvc repro` would: in a subprocess, or (one at a time) in this process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from genops.errors import GenopsError
+from genops.orchestration.dvc_graph import StageInfo
+
+
+def _in_process_argv(cmd: str) -> list[str] | None:
+    """The argv of a plain `genops ...` command (no shell syntax), else None."""
+    import shlex
+
+    if any(ch in cmd for ch in "|&;<>$`\n"):
+        return None
+    argv = shlex.split(cmd)
+    return argv[1:] if argv and argv[0] == "genops" else None
+
+
+_IN_PROCESS_ENV = ("GENOPS_ROOT", "DVC_ROOT", "DVC_STAGE")
+
+
+def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False) -> float:
+    """Run a stage's command as `dvc repro` would; returns its wall time in seconds.
+
+    `in_process` runs a plain `genops ...` command inside this process (same argument parsing and
+    stage function, minus the interpreter start and the torch/mlflow imports). Only for stages run
+    one at a time: the environment variables the stage reads are process-wide.
+    """
+    argv = _in_process_argv(stage.cmd) if in_process else None
+    if argv is not None:
+        import json as _json
+
+        from genops.commands import run_in_process
+
+        saved = {k: os.environ.get(k) for k in _IN_PROCESS_ENV}
+        os.environ.update({"GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name})
+        sys.stderr.write(f"--- {stage.name}: {stage.cmd} (in process)\n")
+        t0 = time.perf_counter()
+        try:
+            result = run_in_process(argv)
+        except GenopsError as exc:
+            raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed:\n{exc}") from exc
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        if result is not None:
+            sys.stderr.write(_json.dumps(result, indent=2, default=str)[:2000] + "\n")
+        return time.perf_counter() - t0
+    return _run_subprocess(root, stage)
+
+
+def _run_subprocess(root: Path, stage: StageInfo) -> float:
+    """Run the command in a shell, streaming its output (progress bars included) to our stderr."""
+    import collections
+
+    env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    t0 = time.perf_counter()
+    sys.stderr.write(f"--- {stage.name}: {stage.cmd}\n")
+    proc = subprocess.Popen(stage.cmd, shell=True, cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    pending = b""
+    # Raw chunks, not lines: tqdm redraws with carriage returns and would otherwise stall until done.
+    sink = getattr(sys.stderr, "buffer", None)
+    while chunk := proc.stdout.read1(65536):
+        sink.write(chunk) if sink else sys.stderr.write(chunk.decode(errors="replace"))
+        sys.stderr.flush()
+        *lines, pending = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+        tail.extend(x.decode(errors="replace") for x in lines if x.strip())
+    if pending.strip():
+        tail.append(pending.decode(errors="replace"))
+    code = proc.wait()
+    wall = time.perf_counter() - t0
+    if code != 0:
+        raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed with exit code {code}:\n" + "\n".join(tail))
+    return wall

@@ -1,0 +1,40 @@
+"""The model card registered with every version: what the model is, its data, lineage, metrics and limits."""
+
+from __future__ import annotations
+
+import json
+
+from genops.tracking.registry import model_name
+
+
+def model_card(family: str, meta: dict, metrics: dict, export: dict, lineage: dict) -> str:
+    from genops.models.registry import family_class
+
+    info = family_class(family).info
+    spec = meta["spec"]
+    lines = [
+        f"# {model_name(family)}", "", info.summary, "",
+        f"**Samples by:** {info.samples_by}", "",
+        "## Data",
+        f"- source: `{lineage['data_source']}`, data hash `{lineage['data_hash']}`",
+        f"- images: {spec['channels']} x {spec['height']} x {spec['width']}, "
+        f"classes: {spec['num_classes'] or 'unlabeled'}", "",
+        "## Lineage",
+        f"- git commit `{lineage['git_commit']}`, params hash `{lineage['params_hash']}`, "
+        f"MLflow run `{lineage['run_id']}`",
+        *([f"- trained on base model `{lineage['base.model']}` version {lineage['base.version']} "
+           f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
+        "",
+        "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
+        "## Metrics", "| metric | value |", "|---|---|",
+        *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)], "",
+        "## Serving",
+        f"- ONNX graphs: {', '.join(export['graphs'])} (opset {export['opset']}, dynamic batch); "
+        f"torch/ORT max |diff| {max(g['max_abs_diff'] for g in export['graphs'].values()):.2g}",
+        f"- `genops sample {family} --n 64 --out grid.png` (ONNX Runtime) or `--backend torch`",
+        *([f"- the registered model is the first graph; sampling needs the loop outside the graphs ("
+           f"{info.samples_by}): use `genops sample` or `family.sample(..., nets=ORT sessions)`"]
+          if info.loop_outside_graph else []), "",
+        "## Limits", *[f"- {item}" for item in info.limits], "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Data validation: the great-expectations suite and the gate every training stage passes first."""

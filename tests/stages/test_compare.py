@@ -1,0 +1,46 @@
+"""The comparison report is rebuilt from metrics files alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from genops.config import validate
+from genops.stages.compare import compare_stage
+
+
+def _write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_report_regenerates_from_metrics_files_alone(tmp_path):
+    for fam, fid in (("autoencoder", 40.0), ("vae", 12.5)):
+        _write(tmp_path / "metrics" / f"{fam}.json", {"fid": fid, "kid_mean": 0.01, "recall": 0.5, "coverage": 0.4,
+                                                      "modes_covered": 9, "train_images_per_s": 300.0,
+                                                      "sample_images_per_s_torch": 2000.0})
+        _write(tmp_path / "metrics" / "export" / f"{fam}.json", {"sample_images_per_s_onnx": 3000.0})
+    _write(tmp_path / "metrics" / "evaluator.json", {"feature_space": "classifier", "test_accuracy": 0.98,
+                                                     "floor_fid": 0.8, "floor_recall": 0.9, "n_floor": 1000,
+                                                     "n_reference": 2000})
+    params = validate({"families": ["autoencoder", "vae"], "stacked": {}}, "test params")
+    result = compare_stage(params, tmp_path)
+    report = (tmp_path / "reports" / "comparison" / "comparison.md").read_text()
+    assert "| vae | **12.50** |" in report and "| autoencoder | 40.00 |" in report
+    assert "*real data (floor)* | 0.80" in report and "test accuracy 0.9800" in report
+    assert (tmp_path / "reports" / "comparison" / "metrics.png").stat().st_size > 0
+    assert result["families"] == ["autoencoder", "vae"]
+    shutil.rmtree(tmp_path / "reports")
+    compare_stage(params, tmp_path)
+    assert (tmp_path / "reports" / "comparison" / "comparison.md").read_text() == report
+
+
+def test_sampling_variants_become_a_quality_speed_table(tmp_path):
+    _write(tmp_path / "metrics" / "diffusion.json", {"fid": 5.0, "ddim10_fid": 9.0, "ddim10_recall": 0.4,
+                                                     "ddim10_images_per_s": 50.0, "ddpm_fid": 4.0,
+                                                     "ddpm_recall": 0.6, "ddpm_images_per_s": 0.5})
+    compare_stage(validate({"families": ["diffusion"], "stacked": {}}, "test params"), tmp_path)
+    report = (tmp_path / "reports" / "comparison" / "comparison.md").read_text()
+    assert "| diffusion | ddim10 | 9.00 | 0.400 | 50.0 |" in report
+    assert report.index("ddim10 |") < report.index("ddpm |")  # fastest first
+    assert (tmp_path / "reports" / "comparison" / "quality_vs_speed.png").is_file()
