@@ -67,26 +67,31 @@ def matmul_peak_flops(n: int = 2048, seconds: float = 3.0) -> float:
     return best
 
 
-def train_speed(name: str, params: dict, data, steps: int = 30) -> dict:
+def train_speed(name: str, params, data, steps: int = 30) -> dict:
     import contextlib
 
     from torch.utils.flop_counter import FlopCounterMode
 
+    from genops.config import FAMILIES
     from genops.models.base import StepContext
-    from genops.models.registry import build_family
+    from genops.models.registry import instantiate
     from genops.training.loop import BatchSchedule
 
     torch.manual_seed(0)
-    family = build_family(name, params, _spec(data))
+    spec = _spec(data)
+    base_name = FAMILIES[name].base  # speed only: an untrained base of the configured shape will do
+    base = instantiate(base_name, params.family(base_name), spec) if base_name else None
+    family = instantiate(name, params.family(name), spec, base)
     family.on_train_start(data, 256)
-    opts = family.make_optimizers(1e-3)
-    bs = int(params["train"]["batch_size"])
+    opts = family.make_optimizers(params.family(name).learning_rate(params.train.lr))
+    bs = params.train.batch_size
+    total = family.training_steps(params.train.steps)
     sched = BatchSchedule(len(data), bs, 0)
     gen = torch.Generator().manual_seed(0)
     counter = FlopCounterMode(display=False)
     try:
         with counter:  # one real step, forward + backward + optimiser
-            family.train_step(data.batch(sched.indices(0)), StepContext(0, opts, contextlib.nullcontext, gen))
+            family.train_step(data.batch(sched.indices(0)), StepContext(0, total, opts, contextlib.nullcontext, gen))
         flops_per_image: float | None = counter.get_total_flops() / bs
     except RuntimeError as exc:  # FlopCounterMode cannot follow a double backward (WGAN-GP's gradient penalty)
         print(f"{name}: FLOPs not counted ({str(exc)[:80]}...)", flush=True)
@@ -94,7 +99,7 @@ def train_speed(name: str, params: dict, data, steps: int = 30) -> dict:
     for step in range(1, steps + 5):
         if step == 5:
             t0 = time.perf_counter()
-        family.train_step(data.batch(sched.indices(step)), StepContext(step, opts, contextlib.nullcontext, gen))
+        family.train_step(data.batch(sched.indices(step)), StepContext(step, total, opts, contextlib.nullcontext, gen))
     wall = time.perf_counter() - t0
     rate = steps * bs / wall
     return {"train_images_per_s": rate, "batch_size": bs, "num_parameters": family.num_parameters(),
@@ -113,8 +118,8 @@ def _time_sampler(family, n: int, nets, budget_s: float = 20.0, max_reps: int = 
 
 
 def sample_speed(family, batch: int = 64) -> dict:
+    from genops.serving.onnx_export import export_graph
     from genops.serving.onnx_runtime import load_nets
-    from genops.stages.export import export_graph
 
     family.train_mode(False)
     out = {}
@@ -164,9 +169,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="time a fresh `genops pipeline --smoke` too")
     parser.add_argument("--families", default=None, help="comma-separated subset (default: all in params.yaml)")
     args = parser.parse_args()
-    from genops.config import all_families, load_params
+    from genops.config import apply_overrides, dump, load_params, validate
     from genops.data.tensors import load_split
-    from genops.stages.prepare import prepare
+    from genops.stages.prepare import prepare_stage
 
     params = load_params(ROOT)
     results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -177,9 +182,9 @@ def main() -> None:
         results["noop_dvc_repro_s"] = _timed([str(BIN / "dvc"), "repro"], ROOT, 3)
     results["matmul_fp32_peak_flops"] = peak = matmul_peak_flops()
     families = {}
-    selected = args.families.split(",") if args.families else all_families(params)
+    selected = args.families.split(",") if args.families else params.all_families()
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(params, ROOT, Path(tmp) / "prepared")
+        prepare_stage(params, ROOT, Path(tmp) / "prepared")
         data = load_split(Path(tmp) / "prepared", "train")
         for name in selected:
             speed = train_speed(name, params, data)
@@ -197,10 +202,10 @@ def main() -> None:
     if "diffusion" in selected:  # how the U-Net's utilisation depends on its width (small convs are inefficient)
         sweep = {}
         with tempfile.TemporaryDirectory() as tmp:
-            prepare(params, ROOT, Path(tmp) / "prepared")
+            prepare_stage(params, ROOT, Path(tmp) / "prepared")
             data = load_split(Path(tmp) / "prepared", "train")
             for widths in ([16, 32], [32, 64], [64, 128]):
-                wide = {**params, "diffusion": {**params["diffusion"], "widths": widths}}
+                wide = validate(apply_overrides(dump(params), {"diffusion.widths": widths}), "width sweep")
                 speed = train_speed("diffusion", wide, data, steps=6)
                 speed.pop("family")
                 sweep[str(widths)] = {k: speed[k] for k in ("train_images_per_s", "train_flops_per_image",

@@ -61,10 +61,11 @@ def test_mode_collapse_scores_low_recall_coverage_and_few_modes():
     labels = torch.arange(1000) % 10
     real = centres[labels] + _gauss(1000, seed=7)
     onehot = torch.nn.functional.one_hot(labels, 10).double() * 0.9 + 0.01
-    healthy = all_metrics(real, centres[labels] + _gauss(1000, seed=8), onehot, EvaluateConfig(kid_subset_size=200), seed=0)
+    cfg = EvaluateConfig(kid_subset_size=200)
+    healthy = all_metrics(real, centres[labels] + _gauss(1000, seed=8), onehot, cfg, seed=0)
     collapsed_feats = centres[torch.zeros(1000, dtype=torch.long)] + _gauss(1000, seed=8)
     collapsed_probs = torch.nn.functional.one_hot(torch.zeros(1000, dtype=torch.long), 10).double() * 0.9 + 0.01
-    collapsed = all_metrics(real, collapsed_feats, collapsed_probs, EvaluateConfig(kid_subset_size=200), seed=0)
+    collapsed = all_metrics(real, collapsed_feats, collapsed_probs, cfg, seed=0)
     assert healthy["modes_covered"] == 10 and collapsed["modes_covered"] == 1
     assert collapsed["recall"] < 0.2 < healthy["recall"]
     assert collapsed["coverage"] < 0.2 < healthy["coverage"]

@@ -59,6 +59,27 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     assert "didn't change" in run(["dvc", "repro"], root, env).stdout
     assert _lock_and_weights(root) == before
 
+    # Each stage depends on the code it runs: an edit under src/genops/evaluation makes every evaluate@ stale.
+    stability = root / "src" / "genops" / "evaluation" / "stability.py"
+    original = stability.read_text()
+    stability.write_text(original + "\n# an edit\n")
+    stale = set(json.loads(run(["dvc", "status", "--json"], root, env).stdout))
+    assert {"evaluate@autoencoder", "evaluate@vae", "evaluator"} <= stale
+    assert not {"prepare", "validate"} & stale
+    stability.write_text(original)
+    assert "up to date" in run(["dvc", "status"], root, env).stdout
+
+    # Settings that do not change training never retrain: weights stay, family.json follows the settings.
+    weights = root / "checkpoints" / "vae" / "weights.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    run(["genops", "train", "vae", "--set", "train.progress=false", "--set", "vae.evaluate.n_samples=20"], root, env)
+    assert weights.stat().st_mtime_ns == mtime
+    stored = json.loads((root / "checkpoints" / "vae" / "family.json").read_text())
+    assert stored["cfg"]["evaluate"] == {"n_samples": 20}
+    run(["genops", "train", "vae"], root, env)
+    assert weights.stat().st_mtime_ns == mtime
+    assert "up to date" in run(["dvc", "status"], root, env).stdout
+
     # Serving from the registry, ONNX Runtime by default and torch on request.
     run(["genops", "sample", "vae", "--n", "6", "--out", str(tmp_path / "s.npz")], root, env)
     with np.load(tmp_path / "s.npz") as npz:

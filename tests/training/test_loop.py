@@ -9,7 +9,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
 from genops.errors import TrainingDiverged
 from genops.models.registry import build_family
-from genops.training.loop import TrainConfig, train
+from genops.training.loop import LoopSettings, train
 
 SPEC = DataSpec(8, 8, 1, 0)
 
@@ -21,12 +21,12 @@ def _data() -> ImageSet:
 
 def _fresh_vae():
     torch.manual_seed(0)
-    return build_family("vae", {"vae": {"latent_dim": 4, "widths": [8, 16]}}, SPEC)
+    return build_family("vae", SPEC, {"latent_dim": 4, "widths": [8, 16]})
 
 
-def _cfg(**kw) -> TrainConfig:
-    return TrainConfig(**{"steps": 12, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 4, "log_every": 1,
-                          "seed": 5, "progress": False, **kw})
+def _cfg(**kw) -> LoopSettings:
+    return LoopSettings(**{"steps": 12, "batch_size": 16, "lr": 1e-3, "checkpoint_every": 4, "log_every": 1,
+                           "seed": 5, "max_loss": 1e8, "progress": False, **kw})
 
 
 class Interrupt(Exception):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +68,8 @@ class _Module:
     imports: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # alias -> (module, attr)
 
     @classmethod
-    def parse(cls, name: str, path: Path) -> _Module:
-        mod = cls(name, ast.parse(path.read_text()))
+    def parse(cls, name: str, text: str) -> _Module:
+        mod = cls(name, ast.parse(text))
         for node in mod.tree.body:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 mod.defs[node.name] = node
@@ -89,6 +90,12 @@ class _Module:
         return mod
 
 
+@functools.lru_cache(maxsize=512)
+def _parse(name: str, text: str) -> _Module:
+    """Parsed modules by content: digests of several families (or edits) re-use them."""
+    return _Module.parse(name, text)
+
+
 class _Sources:
     def __init__(self, src_root: Path) -> None:
         self.root = src_root
@@ -104,7 +111,7 @@ class _Sources:
         if name not in self._cache:
             base = self.root / Path(*name.split("."))
             path = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
-            self._cache[name] = _Module.parse(name, path) if path.is_file() else None
+            self._cache[name] = _parse(name, path.read_text()) if path.is_file() else None
         return self._cache[name]
 
     def resolve(self, module: str, name: str) -> tuple[str, str] | str | None:
@@ -137,7 +144,7 @@ class _Walker:
 
     # --- what gets included ------------------------------------------------------------------------
     def include(self, module: str, qualname: str, node: ast.AST) -> None:
-        self.pieces[f"{module}:{qualname}"] = ast.dump(_normalised(node), include_attributes=False)
+        self.pieces[f"{module}:{qualname}"] = _dump(node)
 
     def visit_family(self, module: str, cls: str) -> None:
         """A family class: only its training methods (and what they reach), resolved in its MRO."""
@@ -228,6 +235,12 @@ def _code_nodes(node: ast.AST):
                 continue
             children = value if isinstance(value, list) else [value]
             stack.extend(c for c in children if isinstance(c, ast.AST))
+
+
+@functools.lru_cache(maxsize=8192)
+def _dump(node: ast.AST) -> str:
+    """The normalised tree as text (nodes come from the content-keyed parse cache, so identity is stable)."""
+    return ast.dump(_normalised(node), include_attributes=False)
 
 
 def _normalised(node: ast.AST) -> ast.AST:

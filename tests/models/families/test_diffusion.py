@@ -8,33 +8,23 @@ import math
 import pytest
 import torch
 
+from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import StepContext
-from genops.models.diffusion import (
-    Diffusion,
-    NoiseSchedule,
-    ddim_step,
-    ddpm_step,
-    discretized_gaussian_log_prob,
-    vlb_strata,
-    x0_and_eps,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on shared cores: one thread avoids oversubscription, which is far faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from genops.models.diffusion import samplers
+from genops.models.diffusion.schedules import NoiseSchedule, x0_and_eps
+from genops.models.diffusion.vlb import discretized_gaussian_log_prob, vlb_strata
+from genops.models.families.diffusion import Diffusion
+from genops.models.registry import build_family
 
 
 def _diffusion(spec: DataSpec, **cfg) -> Diffusion:
     torch.manual_seed(0)
-    return Diffusion({"timesteps": 50, "widths": [8, 16], "sample_steps": 10, **cfg}, spec)
+    # eval_steps within the 50-step chain: the config refuses longer ones
+    return build_family("diffusion", spec, {"timesteps": 50, "widths": [8, 16], "sample_steps": 10,
+                                            "eval_steps": [10, 25], **cfg})
 
 
 def _randomize(family: Diffusion, scale: float = 0.05) -> Diffusion:
@@ -140,8 +130,8 @@ def test_ddim_with_all_steps_and_eta_1_is_the_ancestral_ddpm_step():
     for t in range(1, 50):
         ab_t, ab_s = float(sched.alpha_bar[t]), float(sched.alpha_bar[t - 1])
         eps = (x_t - ab_t**0.5 * x0) / (1 - ab_t) ** 0.5  # the eps consistent with (x0, x_t)
-        m_ddim, s_ddim = ddim_step(x0, eps, ab_t, ab_s, eta=1.0)
-        m_ddpm, s_ddpm = ddpm_step(x0, x_t, ab_t, ab_s)
+        m_ddim, s_ddim = samplers.ddim(x0, eps, x_t, ab_t, ab_s, eta=1.0)
+        m_ddpm, s_ddpm = samplers.ddpm(x0, eps, x_t, ab_t, ab_s, eta=1.0)
         assert torch.allclose(m_ddim, m_ddpm, atol=1e-5)
         assert s_ddim == pytest.approx(s_ddpm, rel=1e-9) and s_ddpm**2 == pytest.approx(float(sched.posterior_var[t]))
     # Whole chains from the same x_T and noise: the same images, and step statistics over many draws agree.
@@ -193,8 +183,8 @@ def test_time_and_label_embeddings_get_gradients_through_the_group_norms():
     (True, {"method": "ddim", "steps": 10, "eta": 0.5, "guidance": 2.0}),  # guided: doubled ORT batch
 ])
 def test_onnx_runtime_sampler_matches_torch(tmp_path, conditional, kwargs):
+    from genops.serving.onnx_export import export_graph
     from genops.serving.onnx_runtime import load_nets
-    from genops.stages.export import export_graph
 
     family = _randomize(_diffusion(DataSpec(12, 12, 1, 3), conditional=conditional))
     for graph in family.export_specs():
@@ -219,7 +209,7 @@ def test_training_steps_are_finite_and_samples_have_the_right_shape(spec, cfg):
     family = _diffusion(spec, **cfg)
     opts = family.make_optimizers(1e-3)
     for step in range(3):
-        losses = family.train_step(_batch(spec), StepContext(step, opts, contextlib.nullcontext,
+        losses = family.train_step(_batch(spec), StepContext(step, 3, opts, contextlib.nullcontext,
                                                              torch.Generator().manual_seed(step)))
         assert all(math.isfinite(v) for v in losses.values()), losses
     raw, ema = list(family.net.parameters()), list(family.ema.module.parameters())
@@ -238,7 +228,7 @@ def test_checkpoint_round_trip_restores_the_ema_and_its_count(tmp_path):
     family = _diffusion(spec, conditional=True)
     opts = family.make_optimizers(1e-3)
     for step in range(2):
-        family.train_step(_batch(spec), StepContext(step, opts, contextlib.nullcontext, torch.Generator()))
+        family.train_step(_batch(spec), StepContext(step, 2, opts, contextlib.nullcontext, torch.Generator()))
     family.train_mode(False)
     save_file({k: v.contiguous() for k, v in family.state_dict().items()}, str(tmp_path / "w.safetensors"))
     copy = _diffusion(spec, conditional=True, ema_decay=0.5)
@@ -259,15 +249,15 @@ def test_vlb_strata_partition_the_timesteps(T, K):
 def test_invalid_settings_are_refused_with_the_key_named():
     for cfg in ({"schedule": "sqrt"}, {"prediction": "x0"}, {"sample_method": "euler"}, {"timesteps": 1}):
         with pytest.raises(GenopsError, match=next(iter(cfg))):
-            Diffusion(cfg, DataSpec(8, 8, 1))
+            build_family("diffusion", DataSpec(8, 8, 1), cfg)
 
 
 def test_evaluate_reports_a_finite_bound_in_bits_per_dim():
     spec = DataSpec(8, 8, 1, 2)
-    family = _randomize(_diffusion(spec, conditional=True), scale=0.01)
+    family = _randomize(_diffusion(spec, conditional=True, vlb_timesteps=8), scale=0.01)  # strata: the family's
     gen = torch.Generator().manual_seed(0)
     test = ImageSet(torch.randint(0, 256, (12, *spec.shape), generator=gen, dtype=torch.uint8), torch.arange(12) % 2)
-    out = family.evaluate(test, {"nll_subset": 10, "vlb_timesteps": 8, "batch_size": 4}, gen)
+    out = family.evaluate(test, EvaluateConfig(nll_subset=10, batch_size=4), gen)
     assert out["nll_images"] == 10 and out["vlb_timesteps"] == 8
     assert out["test_nll_bpd"] == out["test_vlb_bpd"] > 0 and math.isfinite(out["test_nll_bpd"])
     parts = out["test_prior_bpd"] + out["test_l0_bpd"] + out["test_diffusion_bpd"]
@@ -276,7 +266,9 @@ def test_evaluate_reports_a_finite_bound_in_bits_per_dim():
 
 
 def test_variants_timesteps_and_interpolation():
-    family = _randomize(_diffusion(DataSpec(8, 8, 1, 2), conditional=True, timesteps=60, eval_steps=[5, 30, 100]))
+    with pytest.raises(GenopsError, match="eval_steps"):  # a step count beyond the chain is refused by the config
+        _diffusion(DataSpec(8, 8, 1, 2), conditional=True, timesteps=60, eval_steps=[5, 30, 100])
+    family = _randomize(_diffusion(DataSpec(8, 8, 1, 2), conditional=True, timesteps=60, eval_steps=[5, 30]))
     assert family.sample_variants() == {"ddpm": {"method": "ddpm", "steps": 60},
                                         "ddim5": {"method": "ddim", "steps": 5},
                                         "ddim30": {"method": "ddim", "steps": 30}}

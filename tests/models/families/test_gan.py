@@ -7,23 +7,31 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from genops.config.families import WganGpConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.models.base import StepContext
-from genops.models.gan import GAN, g_loss, gradient_penalty
+from genops.models.families.gan import GAN, g_loss, gradient_penalty
+from genops.models.registry import build_family
 
 SPEC = DataSpec(12, 12, 1, 3)
 
 
 def _gan(objective: str, **cfg) -> GAN:
+    """WGAN-GP is its own registered family (WganGpConfig: its critic norm, n_critic and betas); the other
+    objectives are the `gan` family's. lr_g / lr_d null: both optimisers use the lr given to make_optimizers."""
     torch.manual_seed(0)
-    return GAN({"objective": objective, "latent_dim": 8, "widths": [8, 16], **cfg}, SPEC)
+    base = {"latent_dim": 8, "widths": [8, 16], "lr_g": None, "lr_d": None, **cfg}
+    if objective == "wgan-gp":
+        return build_family("wgan-gp", SPEC, base)
+    return build_family("gan", SPEC, {"objective": objective, **base})
 
 
 def _ctx(gan: GAN, step: int = 0) -> StepContext:
-    return StepContext(step, gan.make_optimizers(1e-3), contextlib.nullcontext, torch.Generator().manual_seed(1))
+    return StepContext(step, 1, gan.make_optimizers(1e-3), contextlib.nullcontext, torch.Generator().manual_seed(1))
 
 
 def _batch() -> Batch:
@@ -80,7 +88,7 @@ def test_short_run_of_each_objective_is_finite_and_samples_have_the_right_shape(
     gan = _gan(objective, spectral_norm=sn, n_critic=2)
     opts = gan.make_optimizers(2e-4)
     for step in range(6):
-        losses = gan.train_step(_batch(), StepContext(step, opts, contextlib.nullcontext, torch.Generator()))
+        losses = gan.train_step(_batch(), StepContext(step, 6, opts, contextlib.nullcontext, torch.Generator()))
         assert all(math.isfinite(v) for v in losses.values()), losses
     gan.train_mode(False)
     assert gan.sample(5, torch.Generator().manual_seed(0)).shape == (5, 1, 12, 12)
@@ -89,5 +97,7 @@ def test_short_run_of_each_objective_is_finite_and_samples_have_the_right_shape(
 def test_wgan_gp_rejects_batch_norm_in_the_critic():
     from genops.errors import GenopsError
 
+    with pytest.raises(ValidationError, match="gradient"):
+        WganGpConfig(d_norm="batch")
     with pytest.raises(GenopsError, match="gradient"):
         _gan("wgan-gp", d_norm="batch")

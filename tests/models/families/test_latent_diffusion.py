@@ -5,27 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 
+from genops.config import Params, validate
+from genops.config.families import VAEConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
-from genops.models.latent_diffusion import LatentDiffusion
-from genops.models.vae import VAE
-from genops.stages.common import evaluation_config
+from genops.models.families.vae import VAE
+from genops.models.registry import build_family
 
 SPEC = DataSpec(8, 8, 1, 0)
-TINY = {"width": 16, "blocks": 1, "timesteps": 10, "sample_steps": 3}
+# eval_steps must lie within the 10-step chain (the config refuses longer ones)
+TINY = {"width": 16, "blocks": 1, "timesteps": 10, "sample_steps": 3, "eval_steps": [3]}
 
 
 def _base() -> VAE:
     torch.manual_seed(0)
-    return VAE({"latent_dim": 3, "widths": [8]}, SPEC)
+    return VAE(VAEConfig(latent_dim=3, widths=[8]), SPEC)
 
 
-def test_attach_base_adopts_the_vaes_params_and_weights_and_standardises_its_latents():
+def test_the_base_vaes_params_and_weights_are_adopted_and_its_latents_standardised():
     base = _base()
-    family = LatentDiffusion(TINY, SPEC)
-    family.attach_base(base)
-    assert family.cfg["base_cfg"]["latent_dim"] == 3 and family.x_shape == (3,)
+    family = build_family("latent-diffusion", SPEC, TINY, base=base)
+    assert family.base_cfg.latent_dim == 3 and family.x_shape == (3,)
     for name, net in base.networks().items():
         for (k, a), b in zip(net.state_dict().items(), family.vae.networks()[name].state_dict().values()):
             assert torch.equal(a, b), (name, k)
@@ -39,14 +40,16 @@ def test_attach_base_adopts_the_vaes_params_and_weights_and_standardises_its_lat
 
 
 def test_a_conditional_base_vae_is_refused():
-    cvae = VAE({"latent_dim": 3, "widths": [8], "conditional": True}, DataSpec(8, 8, 1, 2))
+    cvae = VAE(VAEConfig(latent_dim=3, widths=[8], conditional=True), DataSpec(8, 8, 1, 2))
     with pytest.raises(GenopsError, match="conditional"):
-        LatentDiffusion(TINY, DataSpec(8, 8, 1, 2)).attach_base(cvae)
+        build_family("latent-diffusion", DataSpec(8, 8, 1, 2), TINY, base=cvae)
 
 
 def test_family_evaluation_budget_overrides_only_known_keys():
-    params = {"evaluate": {"n_samples": 1000, "batch_size": 256}, "pixelcnn": {"evaluate": {"n_samples": 64}}}
-    assert evaluation_config(params, "pixelcnn") == {"n_samples": 64, "batch_size": 256}
-    assert evaluation_config(params, "vae") == params["evaluate"]
-    with pytest.raises(GenopsError, match="pixelcnn.evaluate: unknown setting"):
-        evaluation_config({**params, "pixelcnn": {"evaluate": {"n_sample": 64}}}, "pixelcnn")
+    raw = {"evaluate": {"n_samples": 1000, "batch_size": 256}, "pixelcnn": {"evaluate": {"n_samples": 64}}}
+    params = Params.model_validate(raw)
+    assert params.evaluation("pixelcnn") == params.evaluate.model_copy(update={"n_samples": 64})
+    assert params.evaluation("pixelcnn").n_samples == 64 and params.evaluation("pixelcnn").batch_size == 256
+    assert params.evaluation("vae") == params.evaluate
+    with pytest.raises(GenopsError, match="pixelcnn.evaluate.n_sample: unknown key"):
+        validate({**raw, "pixelcnn": {"evaluate": {"n_sample": 64}}}, "params.yaml")

@@ -9,29 +9,22 @@ import pytest
 import torch
 from torch import nn
 
+from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
+from genops.errors import GenopsError
 from genops.models.base import Family, StepContext
-from genops.models.pixelcnn import GatedPixelCNN, PixelCNN
-from genops.models.vqvae import VQVAE, VectorQuantizer
+from genops.models.networks.pixelcnn import GatedPixelCNN
+from genops.models.networks.vq import VectorQuantizer
+from genops.models.registry import build_family
+from genops.serving.onnx_export import check_parity, export_graph
 from genops.serving.onnx_runtime import load_nets
-from genops.stages.export import check_parity, export_graph
 
 GREY = DataSpec(8, 8, 1, 3)  # labeled
 RGB = DataSpec(6, 6, 3, 0)
 TINY_PIXELCNN = {"hidden": 12, "layers": 3, "kernel": 3}
 TINY_VQVAE = {"widths": [8, 16], "code_dim": 4, "codebook_size": 16, "res_blocks": 1, "prior_hidden": 8,
               "prior_layers": 2, "prior_embed": 4, "dead_window": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run hundreds of tiny passes; on a busy 2-core machine torch's intra-op threads
-    spin against other processes and make each pass ~50x slower, so pin one (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _images(spec: DataSpec, n: int, seed: int = 0) -> ImageSet:
@@ -108,7 +101,7 @@ def test_nll_is_the_sum_of_per_subpixel_conditionals():
     """One masked pass == the chain rule evaluated sub-pixel by sub-pixel with later ones scrambled."""
     torch.manual_seed(0)
     spec = DataSpec(4, 4, 3, 2)
-    family = PixelCNN({**TINY_PIXELCNN, "conditional": True}, spec)
+    family = build_family("pixelcnn", spec, {**TINY_PIXELCNN, "conditional": True})
     family.train_mode(False)
     test = _images(spec, 3)
     batch = test.batch(torch.arange(3))
@@ -126,7 +119,7 @@ def test_nll_is_the_sum_of_per_subpixel_conditionals():
                     logp = torch.log_softmax(family.net(canvas, batch.y)[:, :, k, i, j], dim=1)
                     total -= logp.gather(1, targets[:, k, i, j, None]).squeeze(1)
     assert torch.allclose(one_pass, total, rtol=1e-5)
-    metrics = family.evaluate(test, {"nll_subset": 2, "batch_size": 1}, torch.Generator())
+    metrics = family.evaluate(test, EvaluateConfig(nll_subset=2, batch_size=1), torch.Generator())
     assert metrics["nll_images"] == 2
     assert metrics["test_nll_nats"] == pytest.approx(one_pass[:2].mean().item(), rel=1e-5)
     assert metrics["test_nll_bpd"] == pytest.approx(metrics["test_nll_nats"] / (spec.dims * math.log(2)))
@@ -175,8 +168,8 @@ def test_ema_codebook_moves_used_codes_to_the_mean_of_their_vectors():
 def _family(kind: str, spec: DataSpec, **cfg) -> Family:
     torch.manual_seed(0)
     if kind == "pixelcnn":
-        return PixelCNN({**TINY_PIXELCNN, "conditional": spec.labeled, **cfg}, spec)
-    return VQVAE({**TINY_VQVAE, "conditional": spec.labeled, **cfg}, spec)
+        return build_family("pixelcnn", spec, {**TINY_PIXELCNN, "conditional": spec.labeled, **cfg})
+    return build_family("vqvae", spec, {**TINY_VQVAE, "conditional": spec.labeled, **cfg})
 
 
 @pytest.mark.parametrize("kind,spec", [("pixelcnn", DataSpec(6, 6, 1, 3)), ("pixelcnn", RGB), ("vqvae", GREY)],
@@ -196,14 +189,16 @@ def test_onnx_sampler_reproduces_torch_images(tmp_path, kind, spec):
     assert not torch.equal(ref, other)  # the seed, not a constant, decides the images
 
 
-def _train(family: Family, data: ImageSet, steps: int) -> list[dict[str, float]]:
+def _train(family: Family, data: ImageSet, steps: int, total_steps: int | None = None) -> list[dict[str, float]]:
+    """The first `steps` of a run of `total_steps` (default: `steps`)."""
     opts = family.make_optimizers(1e-3)
     gen = torch.Generator().manual_seed(0)
     family.train_mode(True)
     out = []
     for step in range(steps):
         batch = data.batch(torch.arange(step, step + 4) % len(data))
-        out.append(family.train_step(batch, StepContext(step, opts, contextlib.nullcontext, gen)))
+        ctx = StepContext(step, total_steps or steps, opts, contextlib.nullcontext, gen)
+        out.append(family.train_step(batch, ctx))
     family.train_mode(False)
     return out
 
@@ -224,17 +219,17 @@ def _weights(module: nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("spec,ema", [(GREY, True), (RGB, False)], ids=["8x8x1-labeled-ema", "6x6x3-sgd-codebook"])
 def test_vqvae_two_phases_train_their_own_parts_and_samples_are_images(spec, ema):
-    family = _family("vqvae", spec, ema=ema, vq_steps=2)
+    family = _family("vqvae", spec, ema=ema, vq_fraction=2 / 3)  # of 3 steps: 2 VQ-VAE steps, then the prior
     data = _images(spec, 8)
     enc0, prior0 = _weights(family.encoder), _weights(family.prior)
-    vq_rows = _train(family, data, 2)
+    vq_rows = _train(family, data, 2, total_steps=3)
     enc1, prior1 = _weights(family.encoder), _weights(family.prior)
     assert all(torch.equal(a, b) for a, b in zip(prior0, prior1))
     assert not all(torch.equal(a, b) for a, b in zip(enc0, enc1))
     opts = family.make_optimizers(1e-3)
     family.train_mode(True)
     batch = data.batch(torch.arange(4))
-    prior_row = family.train_step(batch, StepContext(2, opts, contextlib.nullcontext, torch.Generator()))
+    prior_row = family.train_step(batch, StepContext(2, 3, opts, contextlib.nullcontext, torch.Generator()))
     assert all(torch.equal(a, b) for a, b in zip(enc1, _weights(family.encoder)))
     assert not all(torch.equal(a, b) for a, b in zip(prior1, _weights(family.prior)))
     assert [r["phase"] for r in vq_rows] == [0.0, 0.0] and prior_row["phase"] == 1.0
@@ -246,10 +241,20 @@ def test_vqvae_two_phases_train_their_own_parts_and_samples_are_images(spec, ema
     family.train_mode(False)
     images = family.sample(3, torch.Generator().manual_seed(0), progress=False)
     assert images.shape == (3, *spec.shape) and images.min() >= 0 and images.max() <= 1
-    metrics = family.evaluate(data, {"batch_size": 4}, torch.Generator())
+    metrics = family.evaluate(data, EvaluateConfig(batch_size=4), torch.Generator())
     assert metrics["test_codes_used"] + metrics["test_dead_codes"] == family.num_codes
     assert all(math.isfinite(v) for v in metrics.values())
     a, b = data.batch(torch.arange(2)), data.batch(torch.arange(2, 4))
     path = family.interpolate(a, b, steps=4)
     assert path.shape == (8, *spec.shape)
     assert torch.allclose(path[0], family.sampling_nets()["decoder"](family.encode(a.x))[0])  # t = 0 is a
+
+
+def test_vqvae_refuses_a_step_budget_that_leaves_a_phase_without_steps():
+    family = _family("vqvae", GREY, vq_fraction=0.9)
+    assert family.training_steps(10) == 10 and family.cfg.phase_split(10) == 9  # 9 VQ-VAE steps, 1 prior step
+    for steps in (1, 4):  # round(0.9) = 1 of 1 step, round(3.6) = 4 of 4 steps: no prior steps
+        with pytest.raises(GenopsError, match="vq_fraction"):
+            family.training_steps(steps)
+    with pytest.raises(GenopsError, match="vq_fraction"):  # round(0.2) = 0: no VQ-VAE steps
+        _family("vqvae", GREY, vq_fraction=0.1).training_steps(2)
