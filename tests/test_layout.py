@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import networkx as nx
@@ -18,6 +19,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def _imports() -> dict[str, set[str]]:
     """genops module -> genops modules it imports (module level and inside functions)."""
     modules = {_module_name(p): p for p in (SRC / "genops").rglob("*.py")}

@@ -27,7 +27,7 @@ from genops.config.loading import params_hash
 from genops.config.sections import TrainConfig
 
 # Methods of a Family that run while training (the generic loop, the train stage and checkpointing call them).
-TRAINING_METHODS = ("__init__", "build_denoiser", "networks", "make_optimizers", "train_step", "on_train_start",
+TRAINING_METHODS = ("__init__", "networks", "make_optimizers", "train_step", "on_train_start",
                     "on_train_end", "train_mode", "to", "state_dict", "load_state_dict", "training_steps",
                     "labels_of", "device")
 # Modules that every family's training runs whole: the loop, checkpoints, device/seed set-up, batching.
