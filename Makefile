@@ -5,14 +5,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup run smoke test lint bench mlflow-ui prefect-server retrain clean
+.PHONY: setup run smoke test lint bench mlflow-ui prefect-server retrain clean stack-up stack-down stack-status
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,stack]"
 	touch $@
 
 run: setup          ## the whole pipeline (Prefect flow over the DVC stages) on the bundled MNIST digits
@@ -38,6 +38,15 @@ prefect-server: setup
 
 retrain: setup      ## serve the scheduled retraining deployment (needs PREFECT_API_URL of a running server)
 	$(PY) flows/retrain.py
+
+stack-up: setup     ## PostgreSQL + SeaweedFS (S3) + MLflow server + Prefect server, work pool, worker (127.0.0.1)
+	genops stack up
+
+stack-down: setup   ## stop every service of the stack (state stays in .genops/stack)
+	genops stack down
+
+stack-status: setup
+	genops stack status
 
 clean:
 	rm -rf .genops data/prepared checkpoints exported metrics reports mlflow.db mlruns dvc.lock

@@ -103,7 +103,7 @@ def write_params(root: Path, overrides: dict) -> dict:
 
 def make_project(dest: Path, overrides: dict | None = None) -> Path:
     """Copy the project's tracked pipeline files into `dest` as a fresh git repo (a 'fresh clone')."""
-    for item in ("src", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".gitignore",
+    for item in ("src", "flows", "dvc.yaml", "params.yaml", "prefect.yaml", ".dvc/config", ".dvcignore", ".gitignore",
                  "data/raw/.gitkeep"):
         src = PROJECT / item
         if not src.exists():

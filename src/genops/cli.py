@@ -22,7 +22,8 @@ def _run(args) -> object:
         from genops.orchestration.flow import run_pipeline
 
         families = args.families.split(",") if args.families else None
-        return run_pipeline(project_root(), families=families, smoke=args.smoke, overrides=args.overrides)
+        return run_pipeline(project_root(), families=families, smoke=args.smoke, overrides=args.overrides,
+                            shared_tracking=args.shared_tracking)
     return as_output(run_command(args))
 
 

@@ -52,9 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--families", default=None, help="comma-separated subset of params.yaml `families`")
     sp.add_argument("--smoke", action="store_true",
                     help="tiny sizes in a scratch workspace (.genops/smoke): checks data and setup in minutes")
+    sp.add_argument("--shared-tracking", action="store_true",
+                    help="with --smoke: log and register in MLFLOW_TRACKING_URI (the team server) as genops-smoke-* "
+                         "instead of a scratch store")
     sp = add("params", "print the resolved configuration (schema defaults + params.yaml + --set) as YAML")
     sp.add_argument("--template", action="store_true",
                     help="print the defaults as a commented params.yaml instead (the file this project ships)")
+    sp = sub.add_parser("stack", help="the team stack on this host: PostgreSQL, S3 (SeaweedFS), MLflow and Prefect "
+                        "servers, a work pool and worker, all on 127.0.0.1",
+                        description="Start, inspect or stop the team stack. State, logs and the 0600 env file "
+                        "(source it to use the stack) live under --dir.")
+    sp.add_argument("action", choices=("up", "down", "status", "connect"),
+                    help="connect: make the stack's bucket this clone's default DVC remote (source the env file first)")
+    sp.add_argument("--dir", type=Path, default=None, help="stack state folder (default .genops/stack)")
+    sp.add_argument("--free-ports", action="store_true", help="pick free ports instead of 5000/4200/8333/55432")
+    sp.add_argument("--no-worker", action="store_true", help="start no Prefect worker")
     sub.add_parser("families", help="list the model families and what each samples by")
     return p
 
@@ -69,6 +81,8 @@ def run_command(args: argparse.Namespace) -> object:
                        "primary_metric": family_class(name).primary_metric.name} for name in FAMILIES}
     if args.command == "pipeline":
         raise ValueError("`genops pipeline` is run by genops.cli, not as a stage command")
+    if args.command == "stack":
+        return _stack(args)
 
     from genops.config import load_params, project_root
 
@@ -101,12 +115,41 @@ def run_command(args: argparse.Namespace) -> object:
 
         options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
         return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
-                            options)
+                            options, model_prefix=params.tracking.model_prefix)
     if args.command in FAMILY_COMMANDS:
         from genops.stages import run_family_stage
 
         return run_family_stage(args.command, args.family, params, root)
     raise AssertionError(args.command)
+
+
+def _stack(args: argparse.Namespace) -> object:
+    import os
+
+    from genops.stack import manager
+    from genops.stack.layout import Ports
+
+    try:
+        from genops.config import project_root
+
+        project: Path | None = project_root()
+    except Exception:  # noqa: BLE001 - the stack does not need a project
+        project = None
+    folder = (args.dir or (project or Path.cwd()) / ".genops" / "stack").resolve()
+    if args.action == "up":
+        dvc_project = project if project is not None and (project / ".dvc").is_dir() else None
+        return manager.up(folder, Ports.free() if args.free_ports else None, worker=not args.no_worker,
+                          project=dvc_project)
+    if args.action == "down":
+        return manager.down(folder)
+    if args.action == "status":
+        return manager.stack_status(folder)
+    if project is None:
+        from genops.errors import GenopsError
+
+        raise GenopsError("`genops stack connect` runs inside a genops project (no params.yaml found)")
+    manager.connect_dvc(project, dict(os.environ))
+    return {"dvc_remote": manager.DVC_REMOTE, "project": str(project)}
 
 
 def as_output(result: object) -> object:

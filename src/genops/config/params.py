@@ -22,6 +22,7 @@ from genops.config.sections import (
     OrchestrationConfig,
     RegisterConfig,
     ScheduleConfig,
+    TrackingConfig,
     TrainConfig,
     ValidationConfig,
 )
@@ -41,7 +42,7 @@ SMOKE = {
     "latent-diffusion.eval_ddpm": False, "pixelcnn.hidden": 8, "pixelcnn.layers": 2,
     "pixelcnn.evaluate.n_samples": 32, "pixelcnn.evaluate.speed_samples": 8, "vqvae.widths": [16, 32],
     "vqvae.prior_hidden": 16, "vqvae.prior_layers": 2, "wgan-gp.monitor_every": 20, "validation.min_rows": 50,
-    "validation.min_per_class": 2,
+    "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
 }
 
 
@@ -119,6 +120,7 @@ def _build_params_model() -> type[ParamsHead]:
         "evaluate": (EvaluateConfig, field(EvaluateConfig(), "sample metrics, likelihoods and speeds per family")),
         "export": (ExportConfig, field(ExportConfig(), "ONNX export and its parity gate")),
         "register": (RegisterConfig, field(RegisterConfig(), "MLflow registration and promotion")),
+        "tracking": (TrackingConfig, field(TrackingConfig(), TrackingConfig.__doc__ or "")),
         "schedule": (ScheduleConfig, field(ScheduleConfig(), "scheduled retraining")),
         "smoke": (dict[str, Any], field(SMOKE, "`genops pipeline --smoke`: these overrides, applied in a scratch "
                                         "workspace, shrink every size")),

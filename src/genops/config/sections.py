@@ -108,6 +108,13 @@ def _budget_model() -> type[Section]:
 EvaluateBudget = _budget_model()
 
 
+class TrackingConfig(Section):
+    """Where runs and models go in MLflow (the store itself is MLFLOW_TRACKING_URI, default sqlite in the project)."""
+
+    experiment: str = field("genops", "MLflow experiment of the training runs and comparisons", min_length=1)
+    model_prefix: str = field("genops-", "registered model names are PREFIX + family", min_length=1)
+
+
 class ExportConfig(Section):
     opset: int = field(18, "ONNX opset", ge=7)
     atol: float = field(1.0e-4, "max |ORT - torch| on fixed inputs per graph", gt=0)

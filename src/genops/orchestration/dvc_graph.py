@@ -76,3 +76,17 @@ def commit_stages(root: Path, names: list[str]) -> None:
     if names:
         with _DVC_LOCK:
             dvc(root, "commit", "--force", "--quiet", *names)
+
+
+def remote_configured(root: Path) -> bool:
+    """True when the project has a default DVC remote (e.g. the team stack's bucket, `genops stack connect`)."""
+    proc = subprocess.run([_dvc_exe(), "config", "core.remote"], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def push_to_remote(root: Path) -> str:
+    """`dvc push --run-cache` to the default remote; returns DVC's one-line summary."""
+    with _DVC_LOCK:
+        out = dvc(root, "push", "--run-cache")
+    return " ".join(out.split()[-6:]) if out.strip() else "nothing to push"

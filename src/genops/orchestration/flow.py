@@ -17,19 +17,31 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from genops.config import load_params
 from genops.errors import GenopsError
-from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_waves
+from genops.orchestration.dvc_graph import (
+    StageInfo,
+    changed_stages,
+    commit_stages,
+    push_to_remote,
+    remote_configured,
+    stage_waves,
+)
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
-def run_stage(workspace: str, stage: StageInfo, in_process: bool = False) -> dict:
+def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_run_id: str | None = None) -> dict:
+    from genops.tracking.store import FLOW_RUN_ENV
+
     get_run_logger().info("running %s: %s", stage.name, stage.cmd)
-    wall = run_stage_command(Path(workspace), stage, in_process=in_process)
+    # MLflow runs carry the flow run that made them (genops.prefect.flow_run_id).
+    wall = run_stage_command(Path(workspace), stage, in_process=in_process,
+                             extra_env={FLOW_RUN_ENV: flow_run_id} if flow_run_id else None)
     return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
 
 
@@ -65,6 +77,8 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     orchestration = params.orchestration
     # In-process stages share one interpreter, so only when they run one at a time.
     in_process = orchestration.in_process and orchestration.max_parallel == 1
+    # The run a person or a schedule started: the deployment's flow run when this flow runs inside it.
+    root_run = str(flow_run.root_flow_run_id) if flow_run.id else None
     records: list[dict] = []
     failed: dict[str, str] = {}  # stage -> error; a failed family stops, the others go on
     for wave in stage_waves(root, selected):
@@ -74,7 +88,8 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
         for s in runnable:
             if s.name not in changed:
                 records.append({"stage": s.name, "family": s.family, "status": "skipped (unchanged)"})
-        futures = {s.name: run_stage.submit(workspace, s, in_process) for s in runnable if s.name in changed}
+        futures = {s.name: run_stage.submit(workspace, s, in_process, root_run)
+                   for s in runnable if s.name in changed}
         done = []
         for name, fut in futures.items():
             try:
@@ -85,12 +100,21 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
                 records.append({"stage": name, "status": "failed"})
                 log.error("%s failed: %s", name, exc)
         commit_stages(root, done)
+    pushed = None
+    if not failed and remote_configured(root):
+        # Data and checkpoints go to the shared remote (with the run-cache, so `dvc repro --pull` elsewhere
+        # skips these stages); a fresh clone then `dvc pull`s them and `dvc status` is clean.
+        t_push = time.perf_counter()
+        pushed = push_to_remote(root)
+        records.append({"stage": "dvc push", "status": "ran", "wall_s": round(time.perf_counter() - t_push, 3)})
+        log.info("dvc push: %s", pushed)
     flow_wall = time.perf_counter() - t0
     compute = sum(r.get("wall_s", 0.0) for r in records)
     timing = {"flow_wall_s": round(flow_wall, 3), "stage_compute_s": round(compute, 3),
               "overhead_s": round(flow_wall - compute, 3),
               "overhead_fraction": round((flow_wall - compute) / flow_wall, 4) if flow_wall else 0.0}
-    summary = {"workspace": str(root), "families": selected, "stages": records, **timing, "failed": failed}
+    summary = {"workspace": str(root), "families": selected, "stages": records, **timing, "failed": failed,
+               "dvc_push": pushed}
     (root / "reports").mkdir(exist_ok=True)
     (root / "reports" / "pipeline_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     create_markdown_artifact(key="genops-pipeline", markdown=_summary_markdown(root, selected, records, timing),
@@ -110,17 +134,26 @@ def _failed_families(failed: dict[str, str]) -> set[str | None]:
 
 
 def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = False,
-                 overrides: list[str] | None = None) -> dict:
-    """Entry point of `genops pipeline`: choose the workspace, then run the flow over it."""
+                 overrides: list[str] | None = None, shared_tracking: bool = False) -> dict:
+    """Entry point of `genops pipeline`: choose the workspace, then run the flow over it.
+
+    A smoke run logs to a scratch MLflow store of its own unless `shared_tracking` is asked for explicitly: then
+    it uses MLFLOW_TRACKING_URI (e.g. the team's server), under the smoke `tracking.experiment` and
+    `tracking.model_prefix` (genops-smoke), so it never touches the real models' names or aliases."""
     overrides = list(overrides or [])
     known = load_params(root).all_families()
     unknown = [f for f in families or [] if f not in known]
     if unknown:
         raise GenopsError(f"--families {','.join(unknown)}: not in params.yaml `families` or `stacked` "
                           f"({', '.join(known)})")
+    if shared_tracking and not (smoke and os.environ.get("MLFLOW_TRACKING_URI")):
+        raise GenopsError("--shared-tracking is for a --smoke run against the tracking server in "
+                          "MLFLOW_TRACKING_URI (source the stack's env file); it is not set" if smoke else
+                          "--shared-tracking only applies to --smoke (a full run always uses MLFLOW_TRACKING_URI)")
     if smoke:
         workspace = smoke_workspace(root, overrides)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
+        if not shared_tracking:
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
     else:
         workspace = root
         persist_overrides(root, overrides)

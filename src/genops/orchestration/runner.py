@@ -25,21 +25,23 @@ def _in_process_argv(cmd: str) -> list[str] | None:
 _IN_PROCESS_ENV = ("GENOPS_ROOT", "DVC_ROOT", "DVC_STAGE")
 
 
-def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False) -> float:
+def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False,
+                      extra_env: dict[str, str] | None = None) -> float:
     """Run a stage's command as `dvc repro` would; returns its wall time in seconds.
 
     `in_process` runs a plain `genops ...` command inside this process (same argument parsing and
     stage function, minus the interpreter start and the torch/mlflow imports). Only for stages run
     one at a time: the environment variables the stage reads are process-wide.
     """
+    extra_env = dict(extra_env or {})
     argv = _in_process_argv(stage.cmd) if in_process else None
     if argv is not None:
         import json as _json
 
         from genops.commands import run_in_process
 
-        saved = {k: os.environ.get(k) for k in _IN_PROCESS_ENV}
-        os.environ.update({"GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name})
+        saved = {k: os.environ.get(k) for k in (*_IN_PROCESS_ENV, *extra_env)}
+        os.environ.update({"GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name, **extra_env})
         sys.stderr.write(f"--- {stage.name}: {stage.cmd} (in process)\n")
         t0 = time.perf_counter()
         try:
@@ -52,14 +54,14 @@ def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False) ->
         if result is not None:
             sys.stderr.write(_json.dumps(result, indent=2, default=str)[:2000] + "\n")
         return time.perf_counter() - t0
-    return _run_subprocess(root, stage)
+    return _run_subprocess(root, stage, extra_env)
 
 
-def _run_subprocess(root: Path, stage: StageInfo) -> float:
+def _run_subprocess(root: Path, stage: StageInfo, extra_env: dict[str, str]) -> float:
     """Run the command in a shell, streaming its output (progress bars included) to our stderr."""
     import collections
 
-    env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name}
+    env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name, **extra_env}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     tail: collections.deque[str] = collections.deque(maxlen=20)
     t0 = time.perf_counter()

@@ -175,15 +175,15 @@ def _side_by_side(root: Path, families: list[str], name: str, path: Path) -> Pat
     return path
 
 
-def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict]) -> str:
+def _log_to_mlflow(root: Path, out: Path, rows: dict[str, dict], experiment: str) -> str:
     """A `comparison` run holding the report and every family's headline numbers."""
     import mlflow
 
-    from genops.tracking.store import git_commit, setup_mlflow
+    from genops.tracking.store import context_tags, git_commit, setup_mlflow
 
-    setup_mlflow(root)
+    setup_mlflow(root, experiment)
     with mlflow.start_run(run_name="comparison") as run:
-        mlflow.set_tags({"genops.kind": "comparison", "genops.git_commit": git_commit(root)})
+        mlflow.set_tags({"genops.kind": "comparison", "genops.git_commit": git_commit(root), **context_tags()})
         for fam, row in rows.items():
             mlflow.log_metrics({f"{fam}.{key}": float(row[key]) for _, key, _, _ in COLUMNS
                                 if isinstance(row.get(key), int | float) and math.isfinite(row[key])})
@@ -238,6 +238,6 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
         lines += ["## Warnings", "", *warnings, ""]
     report = out / "comparison.md"
     write_text_atomic(report, "\n".join(lines))
-    run_id = _log_to_mlflow(root, out, rows) if log_mlflow else None
+    run_id = _log_to_mlflow(root, out, rows, params.tracking.experiment) if log_mlflow else None
     return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps, curves) if p],
             "families": families, "mlflow_run_id": run_id}

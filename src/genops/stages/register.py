@@ -39,7 +39,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     from genops.tracking.promotion import decide
     from genops.tracking.registry import champion_value, exists, model_name
     from genops.tracking.runs import family_run, run_info
-    from genops.tracking.store import git_commit
+    from genops.tracking.store import context_tags, git_commit
 
     paths = ProjectPaths(root)
     cfg = params.register
@@ -58,9 +58,10 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     if meta.get("data_hash") != spec_data["data_hash"]:
         raise GenopsError(f"{ckpt} was trained on other data than data/prepared; re-run training")
 
-    name = model_name(family_name)
+    name = model_name(family_name, params.tracking.model_prefix)
     run_id = run_info(paths, family_name)["run_id"]
-    lineage = {"git_commit": git_commit(root), "data_hash": spec_data["data_hash"],
+    lineage = {"git_commit": git_commit(root), "data_hash": spec_data["data_hash"], **{
+               k.removeprefix("genops."): v for k, v in context_tags().items()},
                "data_source": spec_data["source"], "params_hash": meta.get("fingerprint", ""), "run_id": run_id}
     # A stacked family (latent diffusion) records the registered base model version it was trained on.
     lineage.update({f"base.{k}": v for k, v in (meta.get("base") or {}).items()})
@@ -68,7 +69,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     with family_run(root, paths, family_name), tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         card = tmp / "MODEL_CARD.md"
-        card.write_text(model_card(family_name, meta, metrics, export, lineage))
+        card.write_text(model_card(family_name, name, meta, metrics, export, lineage))
         extra = [card, ckpt / FAMILY_JSON, ckpt / WEIGHTS, exported / "export.json", paths.metrics(family_name)]
         extra += [exported / f"{g}.onnx" for g in export["graphs"]]
         for f in extra:  # copy next to the card so the names inside the model are stable

@@ -28,14 +28,14 @@ def save_images(images: torch.Tensor, out: Path) -> Path:
 
 def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str = "onnx",
                  model_uri: str | None = None, seed: int = 0, label: int | None = None,
-                 options: dict | None = None) -> dict:
+                 options: dict | None = None, model_prefix: str = "genops-") -> dict:
     """`options` are sampler settings such as steps/method/eta/guidance, checked against the family's
     `sample_options` before anything is downloaded."""
     from genops.models.registry import family_class
     from genops.storage.bundle import load_bundle
     from genops.tracking.registry import champion_uri, fetch_model
 
-    model_uri = model_uri or champion_uri(family_name)
+    model_uri = model_uri or champion_uri(family_name, model_prefix)
     if backend not in ("onnx", "torch"):
         raise GenopsError(f"--backend must be onnx or torch, got {backend!r}")
     options = dict(options or {})

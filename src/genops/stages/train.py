@@ -35,7 +35,7 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
     from genops.evaluation.history import write_history
     from genops.evaluation.plots import save_loss_curve
     from genops.models.registry import instantiate
-    from genops.tracking.store import flatten, git_commit, setup_mlflow
+    from genops.tracking.store import context_tags, flatten, git_commit, setup_mlflow
     from genops.training.device import seed_everything, select_device
     from genops.training.fingerprint import training_fingerprint
     from genops.training.loop import LoopSettings, train
@@ -51,7 +51,8 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
         from genops.tracking.base_model import resolve_base
 
         assert isinstance(cfg, StackedConfig)
-        base, lineage = resolve_base(family_name, cfg, root, device, spec_data["data_hash"])
+        base, lineage = resolve_base(family_name, cfg, root, device, spec_data["data_hash"],
+                                      params.tracking.model_prefix)
         seed_everything(params.seed, tcfg.num_threads)  # the family's init must not depend on loading the base
     family = instantiate(family_name, cfg, spec, base)
     steps = family.training_steps(tcfg.steps)
@@ -68,11 +69,11 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
     log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
              len(data), steps, device)
 
-    setup_mlflow(root)
+    setup_mlflow(root, params.tracking.experiment)
     with mlflow.start_run(run_name=family_name) as run:
         mlflow.set_tags({"genops.family": family_name, "genops.git_commit": git_commit(root),
                          "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
-                         "genops.device": str(device),
+                         "genops.device": str(device), **context_tags(),
                          **{f"genops.base.{k}": v for k, v in (lineage or {}).items()}})
         mlflow.log_params(flatten({"family": cfg.model_dump(mode="json", by_alias=True),
                                    "train": tcfg.model_dump(mode="json"), "seed": params.seed,

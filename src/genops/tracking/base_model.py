@@ -19,12 +19,12 @@ from genops.tracking.registry import champion_uri, fetch_model, model_version
 
 
 def resolve_base(family_name: str, cfg: StackedConfig, root: Path, device: torch.device,
-                 data_hash: str) -> tuple[Family, dict]:
+                 data_hash: str, model_prefix: str) -> tuple[Family, dict]:
     """The base model (cfg.base_model, default the base family's @champion) and its lineage: model URI, name,
     version, run id, fingerprint and data hash."""
     base_name = FAMILIES[family_name].base
     assert base_name is not None, family_name
-    uri = cfg.base_model or champion_uri(base_name)
+    uri = cfg.base_model or champion_uri(base_name, model_prefix)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             folder = fetch_model(uri, root, Path(tmp))

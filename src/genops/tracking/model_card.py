@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 
-from genops.tracking.registry import model_name
 
-
-def model_card(family: str, meta: dict, metrics: dict, export: dict, lineage: dict) -> str:
+def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, lineage: dict) -> str:
     from genops.models.registry import family_class
 
     info = family_class(family).info
     spec = meta["spec"]
     lines = [
-        f"# {model_name(family)}", "", info.summary, "",
+        f"# {name}", "", info.summary, "",
         f"**Samples by:** {info.samples_by}", "",
         "## Data",
         f"- source: `{lineage['data_source']}`, data hash `{lineage['data_hash']}`",

@@ -6,15 +6,14 @@ from pathlib import Path
 
 from genops.errors import GenopsError
 
-MODEL_PREFIX = "genops-"
+
+def model_name(family: str, prefix: str) -> str:
+    """The registered model of a family: `tracking.model_prefix` + family name."""
+    return f"{prefix}{family}"
 
 
-def model_name(family: str) -> str:
-    return f"{MODEL_PREFIX}{family}"
-
-
-def champion_uri(family: str) -> str:
-    return f"models:/{model_name(family)}@champion"
+def champion_uri(family: str, prefix: str) -> str:
+    return f"models:/{model_name(family, prefix)}@champion"
 
 
 def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:

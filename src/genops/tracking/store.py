@@ -2,7 +2,8 @@
 
 The default store is `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlruns`, built from the
 absolute project root so stages launched by DVC, Prefect or a shell all write to one place.
-`MLFLOW_TRACKING_URI` overrides it (tests point it at a temp dir).
+`MLFLOW_TRACKING_URI` overrides it: a tracking server (http://...) keeps the artifacts itself (with
+`--serve-artifacts` in its object store), so clients need no storage credentials and any host can load them.
 """
 
 from __future__ import annotations
@@ -11,36 +12,48 @@ import os
 import subprocess
 from pathlib import Path
 
-EXPERIMENT = "genops"
+FLOW_RUN_ENV = "GENOPS_FLOW_RUN_ID"  # set by the Prefect flow for the stages it runs
 
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def artifact_root(uri: str, root: Path) -> str:
-    """Artifacts beside a SQLite store (so a temp-dir store keeps its artifacts in the temp dir)."""
+def artifact_root(uri: str, root: Path) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite store (so a temp-dir store keeps its artifacts in
+    the temp dir); for a tracking server, None: the server decides (its artifact store, proxied)."""
+    if uri.startswith(("http://", "https://")):
+        return None
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).parent / "mlruns").resolve().as_uri()
     return (root / "mlruns").resolve().as_uri()
 
 
-def setup_mlflow(root: Path) -> str:
-    """Point mlflow at the project store and select (creating if needed) the genops experiment."""
+def setup_mlflow(root: Path, experiment: str | None = None) -> str:
+    """Point mlflow at the project store and, if named, select (creating if needed) the experiment."""
     import logging
 
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Against a tracking server MLflow prints run URLs to stdout, where the commands write their JSON result.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(uri, root))
-    mlflow.set_experiment(EXPERIMENT)
+    if experiment is not None:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=artifact_root(uri, root))
+        mlflow.set_experiment(experiment)
     return uri
+
+
+def context_tags() -> dict[str, str]:
+    """Tags tying a run to what launched it: the Prefect flow run, when a flow runs the stage."""
+    flow_run = os.environ.get(FLOW_RUN_ENV)
+    return {"genops.prefect.flow_run_id": flow_run} if flow_run else {}
 
 
 def git_commit(root: Path) -> str:

@@ -1,0 +1,218 @@
+"""The team set-up for real: PostgreSQL, SeaweedFS S3, an MLflow server, a Prefect server, pool and worker.
+
+One stack per test session (`genops stack up --free-ports` in a temp folder, loopback only); the last test
+stops it and checks that nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import env_for, make_project, run
+
+pytestmark = pytest.mark.integration
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export "):].split("=", 1)
+            out[key] = value
+    return out
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stack:
+    def __init__(self, folder: Path, info: dict) -> None:
+        self.folder, self.info = folder, info
+        self.client_env = _env_file(folder / "stack.env")
+        self.secrets = json.loads((folder / "secrets.json").read_text())
+        self.ports = json.loads((folder / "stack.json").read_text())["ports"]
+
+    def env(self, root: Path, tmp: Path) -> dict[str, str]:
+        env = env_for(root, tmp)
+        env.update(self.client_env)
+        return env
+
+    def s3(self):
+        from genops.stack.layout import Ports, Secrets
+        from genops.stack.services import s3_client
+
+        return s3_client(Ports(**self.ports), Secrets(**self.secrets))
+
+    def all_ports(self) -> list[int]:
+        p = self.ports
+        return [p["postgres"], p["mlflow"], p["prefect"], p["s3"], *p["weed"]]
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # Not under pytest's tmp: PostgreSQL runs as the `postgres` user, which must reach its data folder.
+    folder = Path(tempfile.mkdtemp(prefix="genops-stack-"))
+    os.chmod(folder, 0o755)
+    env = env_for(folder, folder)
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)
+    t0 = time.perf_counter()
+    info = json.loads(run(["genops", "-q", "stack", "up", "--dir", str(folder / "s"), "--free-ports", "--no-worker"],
+                          folder, env).stdout)
+    info["measured_startup_s"] = time.perf_counter() - t0
+    s = Stack(folder / "s", info)
+    yield s
+    run(["genops", "-q", "stack", "down", "--dir", str(folder / "s")], folder, env, check=False)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_on_stack(stack, tmp_path_factory):
+    """A smoke-size run of vae + latent diffusion (stacked) logged and registered on the stack."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    root = make_project(tmp / "proj", {"families": ["vae"], "stacked": {"latent-diffusion": "vae"}})
+    env = stack.env(root, tmp)
+    t0 = time.perf_counter()
+    proc = run(["genops", "pipeline", "--smoke", "--shared-tracking", "--set", "train.steps=8"], root, env)
+    return {"root": root, "tmp": tmp, "env": env, "wall_s": time.perf_counter() - t0,
+            "output": proc.stdout + proc.stderr, "summary": json.loads(proc.stdout)}
+
+
+def test_smoke_run_registers_on_postgres_with_artifacts_in_the_bucket(stack, smoke_on_stack):
+    import psycopg2
+    from mlflow import MlflowClient
+
+    assert not smoke_on_stack["summary"]["failed"]
+    client = MlflowClient(tracking_uri=stack.client_env["MLFLOW_TRACKING_URI"])
+    vae = client.get_model_version_by_alias("genops-smoke-vae", "champion")
+    latent = client.get_model_version_by_alias("genops-smoke-latent-diffusion", "champion")
+    assert latent.tags["genops.base.model"] == "genops-smoke-vae" and latent.tags["genops.base.version"] == vae.version
+    # The registry lives in PostgreSQL ...
+    conn = psycopg2.connect(host="127.0.0.1", port=stack.ports["postgres"], user="genops",
+                            password=stack.secrets["pg_password"], dbname="mlflow")
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM registered_models")
+        names = {r[0] for r in cur.fetchall()}
+    conn.close()
+    assert {"genops-smoke-vae", "genops-smoke-latent-diffusion"} <= names
+    # ... and every registered file is an object in the MLflow bucket, stored through the server.
+    keys = [o["Key"] for page in stack.s3().get_paginator("list_objects_v2").paginate(Bucket="genops-mlflow")
+            for o in page.get("Contents", [])]
+    model_id = vae.model_id or vae.source.removeprefix("models:/").split("/")[0]
+    model_keys = [k for k in keys if f"/models/{model_id}/" in k]
+    names_in_bucket = {k.rsplit("/", 1)[-1] for k in model_keys}
+    assert {"MLmodel", "model.onnx", "family.json", "weights.safetensors", "MODEL_CARD.md"} <= names_in_bucket, (
+        model_id, vae.source, [k for k in keys if "/models/" in k][:20])
+    assert not (smoke_on_stack["root"] / ".genops" / "smoke" / "mlruns").exists()
+    (smoke_on_stack["tmp"] / "bucket-listing.txt").write_text("\n".join(sorted(model_keys)) + "\n")
+    print("stack start-up s:", round(stack.info["measured_startup_s"], 1), "smoke wall s:",
+          round(smoke_on_stack["wall_s"], 1), "\n" + "\n".join(sorted(model_keys)))
+
+
+def test_no_secret_reaches_logs_params_tags_or_model_cards(stack, smoke_on_stack):
+    from mlflow import MlflowClient
+
+    secrets = [v for v in stack.secrets.values()]
+    client = MlflowClient(tracking_uri=stack.client_env["MLFLOW_TRACKING_URI"])
+    texts = [smoke_on_stack["output"]]
+    experiment = client.get_experiment_by_name("genops-smoke")
+    for r in client.search_runs([experiment.experiment_id]):
+        texts += [json.dumps(r.data.params), json.dumps(r.data.tags)]
+    for name in ("genops-smoke-vae", "genops-smoke-latent-diffusion"):
+        mv = client.get_model_version_by_alias(name, "champion")
+        texts.append(json.dumps(mv.tags))
+    import mlflow
+
+    mlflow.set_tracking_uri(stack.client_env["MLFLOW_TRACKING_URI"])
+    folder = Path(mlflow.artifacts.download_artifacts("models:/genops-smoke-vae@champion",
+                                                      dst_path=str(smoke_on_stack["tmp"] / "card")))
+    texts.append((folder / "extra_files" / "MODEL_CARD.md").read_text())
+    texts += [p.read_text(errors="replace") for p in (stack.folder / "logs").glob("*.log")]
+    for secret in secrets:
+        assert not any(secret in t for t in texts)
+
+
+def test_a_second_clone_with_only_the_tracking_uri_samples_the_champion(stack, smoke_on_stack, tmp_path):
+    other = tmp_path / "clone"
+    other.mkdir()
+    shutil.copy(smoke_on_stack["root"] / "params.yaml", other / "params.yaml")
+    env = env_for(other, tmp_path)
+    for key in [k for k in env if k.startswith(("AWS_", "MLFLOW_S3"))]:
+        env.pop(key)
+    env["MLFLOW_TRACKING_URI"] = stack.client_env["MLFLOW_TRACKING_URI"]
+    out = tmp_path / "s.npz"
+    run(["genops", "sample", "vae", "--model-uri", "models:/genops-smoke-vae@champion", "--n", "4", "--out",
+         str(out)], other, env)
+    assert np.load(out)["images"].shape == (4, 28, 28)
+    assert not (other / "mlruns").exists() and not (other / "mlflow.db").exists()
+
+
+def test_deployed_retraining_runs_on_a_worker_pushes_to_the_remote_and_restores_in_a_clone(stack, tmp_path):
+    from mlflow import MlflowClient
+
+    root = make_project(tmp_path / "proj", {"families": ["autoencoder"], "stacked": {}})
+    env = stack.env(root, tmp_path)
+    run(["genops", "stack", "connect"], root, env)  # the bucket becomes this clone's DVC remote
+    run(["prefect", "--no-prompt", "deploy", "--all"], root, env)
+    out = run(["prefect", "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
+    flow_run_id = next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "genops", "--type", "process"], cwd=root,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        state = _wait_for_flow_run(flow_run_id, env, root, timeout=600)
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+    assert state == "COMPLETED", state
+    client = MlflowClient(tracking_uri=stack.client_env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("genops").experiment_id],
+                              filter_string=f"tags.`genops.prefect.flow_run_id` = '{flow_run_id}'")
+    assert {r.data.tags["mlflow.runName"] for r in runs} >= {"autoencoder", "comparison"}
+
+    # The flow pushed to the remote: a fresh clone pulls the same bytes and DVC has nothing to do.
+    run(["git", "add", "dvc.lock"], root, env)
+    run(["git", "commit", "-qm", "run"], root, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    run(["genops", "stack", "connect"], clone, env)
+    run(["dvc", "pull"], clone, env)
+    for rel in ("checkpoints/autoencoder/weights.safetensors", "data/prepared/train.npz",
+                "exported/autoencoder/sampler.onnx"):
+        assert (clone / rel).read_bytes() == (root / rel).read_bytes(), rel
+    assert "up to date" in run(["dvc", "status"], clone, env).stdout
+
+
+def _wait_for_flow_run(flow_run_id: str, env: dict, cwd: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = "?"
+    while time.monotonic() < deadline:
+        out = run(["prefect", "flow-run", "inspect", flow_run_id], cwd, env).stdout
+        for word in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            if f"type=StateType.{word}" in out or f"'type': '{word}'" in out or f"StateType.{word}" in out:
+                return word
+        time.sleep(3)
+    return state
+
+
+def test_stack_down_leaves_nothing_running(stack):
+    env = env_for(stack.folder, stack.folder)
+    stopped = json.loads(run(["genops", "-q", "stack", "down", "--dir", str(stack.folder)], stack.folder,
+                             env).stdout)["stopped"]
+    assert {"postgres", "seaweedfs", "mlflow", "prefect"} <= set(stopped)
+    busy = [p for p in stack.all_ports() if _listening(p)]
+    assert not busy, f"still listening after down: {busy}"
+    left = subprocess.run(["pgrep", "-f", str(stack.folder)], capture_output=True, text=True).stdout.split()
+    assert not left, left
