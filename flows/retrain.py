@@ -28,7 +28,7 @@ from genops.orchestration.flow import genops_pipeline
 def genops_retrain(workspace: str | None = None, families: list[str] | None = None) -> dict:
     """Re-run the pipeline in `workspace` (default: the project root); unchanged stages are skipped."""
     root = Path(workspace) if workspace else project_root()
-    return genops_pipeline(str(root), families=families)
+    return genops_pipeline(str(root), families=families, record=True)  # scheduled runs are recorded in git
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
+    sp = sub.add_parser("restore", help="check out a registered version's recorded commit into a folder and pull "
+                        "its outputs (checkpoint hash verified)")
+    sp.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    sp.add_argument("--to", type=Path, required=True, help="folder to create")
+    sp.add_argument("--repo", default=None, help="git repository to clone (default: this project)")
     sp = add("pipeline", "run the whole pipeline as a Prefect flow over the DVC stages")
     sp.add_argument("--families", default=None, help="comma-separated subset of params.yaml `families`")
     sp.add_argument("--smoke", action="store_true",
@@ -83,6 +88,11 @@ def run_command(args: argparse.Namespace) -> object:
         raise ValueError("`genops pipeline` is run by genops.cli, not as a stage command")
     if args.command == "stack":
         return _stack(args)
+    if args.command == "restore":
+        from genops.config import project_root
+        from genops.stages.restore import restore_stage
+
+        return restore_stage(args.model_uri, args.to, project_root(), args.repo)
 
     from genops.config import load_params, project_root
 

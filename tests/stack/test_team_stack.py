@@ -182,9 +182,12 @@ def test_deployed_retraining_runs_on_a_worker_pushes_to_the_remote_and_restores_
                               filter_string=f"tags.`genops.prefect.flow_run_id` = '{flow_run_id}'")
     assert {r.data.tags["mlflow.runName"] for r in runs} >= {"autoencoder", "comparison"}
 
-    # The flow pushed to the remote: a fresh clone pulls the same bytes and DVC has nothing to do.
-    run(["git", "add", "dvc.lock"], root, env)
-    run(["git", "commit", "-qm", "run"], root, env)
+    # The deployment records its run in git (dvc.lock committed) and pushed the outputs to the remote: a fresh
+    # clone pulls the same bytes and DVC has nothing to do.
+    head = run(["git", "rev-parse", "HEAD"], root, env).stdout.strip()
+    assert "dvc.lock" in run(["git", "show", "--name-only", "--format=", "HEAD"], root, env).stdout
+    champion = client.get_model_version_by_alias("genops-autoencoder", "champion")
+    assert champion.tags["genops.lineage.commit"] == head
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
     run(["genops", "stack", "connect"], clone, env)

@@ -25,6 +25,7 @@ from genops.config.sections import (
     TrackingConfig,
     TrainConfig,
     ValidationConfig,
+    VersioningConfig,
 )
 
 DEFAULT_FAMILIES = ["autoencoder", "vae", "gan", "wgan-gp", "diffusion", "pixelcnn", "vqvae"]
@@ -43,6 +44,7 @@ SMOKE = {
     "pixelcnn.evaluate.n_samples": 32, "pixelcnn.evaluate.speed_samples": 8, "vqvae.widths": [16, 32],
     "vqvae.prior_hidden": 16, "vqvae.prior_layers": 2, "wgan-gp.monitor_every": 20, "validation.min_rows": 50,
     "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
+    "versioning.commit": False,
 }
 
 
@@ -121,6 +123,7 @@ def _build_params_model() -> type[ParamsHead]:
         "export": (ExportConfig, field(ExportConfig(), "ONNX export and its parity gate")),
         "register": (RegisterConfig, field(RegisterConfig(), "MLflow registration and promotion")),
         "tracking": (TrackingConfig, field(TrackingConfig(), TrackingConfig.__doc__ or "")),
+        "versioning": (VersioningConfig, field(VersioningConfig(), VersioningConfig.__doc__ or "")),
         "schedule": (ScheduleConfig, field(ScheduleConfig(), "scheduled retraining")),
         "smoke": (dict[str, Any], field(SMOKE, "`genops pipeline --smoke`: these overrides, applied in a scratch "
                                         "workspace, shrink every size")),

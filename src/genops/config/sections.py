@@ -115,6 +115,15 @@ class TrackingConfig(Section):
     model_prefix: str = field("genops-", "registered model names are PREFIX + family", min_length=1)
 
 
+class VersioningConfig(Section):
+    """Recording runs in git, so every registered model walks back to its exact data, params, code and outputs."""
+
+    commit: bool = field(False, "after a successful flow run, commit dvc.lock and params.yaml (metrics, reports and "
+                                "checkpoints are DVC outputs hashed there) and tag the versions registered in the run "
+                                "with that commit; the scheduled retraining deployment records its runs",
+                         training=False)
+
+
 class ExportConfig(Section):
     opset: int = field(18, "ONNX opset", ge=7)
     atol: float = field(1.0e-4, "max |ORT - torch| on fixed inputs per graph", gt=0)

@@ -9,17 +9,10 @@ a later `dvc repro` has nothing to do.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from genops.errors import GenopsError
-
-_DVC_LOCK = threading.Lock()  # dvc holds a repo lock: its commands must not overlap
+from genops.versioning.dvc import DVC_LOCK, dvc
 
 
 @dataclass(frozen=True)
@@ -50,22 +43,9 @@ def stage_waves(root: Path, families: list[str] | None = None) -> list[list[Stag
     return waves
 
 
-def dvc(root: Path, *args: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([_dvc_exe(), *args], cwd=root, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise GenopsError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def _dvc_exe() -> str:
-    here = Path(sys.executable).parent / "dvc"
-    return str(here) if here.exists() else (shutil.which("dvc") or "dvc")
-
-
 def changed_stages(root: Path, names: list[str]) -> set[str]:
     """Which of these stages DVC would re-run (deps, params, outs or command differ from dvc.lock)."""
-    with _DVC_LOCK:
+    with DVC_LOCK:
         out = dvc(root, "status", "--json", *names)
     status = json.loads(out or "{}")
     return {name for name in names if name in status}
@@ -74,19 +54,7 @@ def changed_stages(root: Path, names: list[str]) -> set[str]:
 def commit_stages(root: Path, names: list[str]) -> None:
     """Record freshly produced outputs in dvc.lock (and the DVC cache)."""
     if names:
-        with _DVC_LOCK:
+        with DVC_LOCK:
             dvc(root, "commit", "--force", "--quiet", *names)
 
 
-def remote_configured(root: Path) -> bool:
-    """True when the project has a default DVC remote (e.g. the team stack's bucket, `genops stack connect`)."""
-    proc = subprocess.run([_dvc_exe(), "config", "core.remote"], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    return proc.returncode == 0 and bool(proc.stdout.strip())
-
-
-def push_to_remote(root: Path) -> str:
-    """`dvc push --run-cache` to the default remote; returns DVC's one-line summary."""
-    with _DVC_LOCK:
-        out = dvc(root, "push", "--run-cache")
-    return " ".join(out.split()[-6:]) if out.strip() else "nothing to push"

@@ -22,16 +22,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from genops.config import load_params
 from genops.errors import GenopsError
-from genops.orchestration.dvc_graph import (
-    StageInfo,
-    changed_stages,
-    commit_stages,
-    push_to_remote,
-    remote_configured,
-    stage_waves,
-)
+from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_waves
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace
+from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
+from genops.versioning.git import check_recordable, commit_run
 
 
 @task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
@@ -48,12 +43,18 @@ def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_r
 def _summary_markdown(root: Path, families: list[str], records: list[dict], timing: dict) -> str:
     lines = ["# genops pipeline", "", "| family | primary metric | value | version | alias | decision |",
              "|---|---|---|---|---|---|"]
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
     for fam in families:
         metrics_path, reg_path = root / "metrics" / f"{fam}.json", root / "reports" / "registry" / f"{fam}.json"
         m = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         r = json.loads(reg_path.read_text()) if reg_path.is_file() else {}
         key = m.get("primary_metric", "-")
-        lines.append(f"| {fam} | {key} | {m.get(key, '-')} | {r.get('version', '-')} | {r.get('alias', '-')} | "
+        version = r.get("version", "-")
+        if r and tracking.startswith("http"):  # link the registered version in the MLflow UI
+            version = f"[{r['model']} v{version}]({tracking.rstrip('/')}/#/models/{r['model']}/versions/{version})"
+        elif r:
+            version = f"`models:/{r['model']}/{version}`"
+        lines.append(f"| {fam} | {key} | {m.get(key, '-')} | {version} | {r.get('alias', '-')} | "
                      f"{r.get('reason', '-')} |")
     lines += ["", "| stage | status | wall s |", "|---|---|---|"]
     lines += [f"| {r['stage']} | {r['status']} | {r.get('wall_s', '')} |" for r in records]
@@ -63,7 +64,7 @@ def _summary_markdown(root: Path, families: list[str], records: list[dict], timi
 
 
 @flow(name="genops-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
-def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
+def genops_pipeline(workspace: str, families: list[str] | None = None, record: bool | None = None) -> dict:
     """Run (only the changed parts of) the DVC pipeline in `workspace`.
 
     Stages of one wave run concurrently up to the task runner's max_workers
@@ -74,6 +75,9 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     params = load_params(root)
     selected = families or params.all_families()
+    recording = params.versioning.commit if record is None else record
+    if recording:
+        check_recordable(root)  # before any work: a run that cannot be recorded is refused up front
     orchestration = params.orchestration
     # In-process stages share one interpreter, so only when they run one at a time.
     in_process = orchestration.in_process and orchestration.max_parallel == 1
@@ -100,6 +104,10 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
                 records.append({"stage": name, "status": "failed"})
                 log.error("%s failed: %s", name, exc)
         commit_stages(root, done)
+    recorded = None
+    if recording and not failed:
+        recorded = _record(root, records)
+        log.info("recorded the run as commit %s (%s)", recorded["commit"][:12], ", ".join(recorded["versions"]))
     pushed = None
     if not failed and remote_configured(root):
         # Data and checkpoints go to the shared remote (with the run-cache, so `dvc repro --pull` elsewhere
@@ -114,7 +122,7 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
               "overhead_s": round(flow_wall - compute, 3),
               "overhead_fraction": round((flow_wall - compute) / flow_wall, 4) if flow_wall else 0.0}
     summary = {"workspace": str(root), "families": selected, "stages": records, **timing, "failed": failed,
-               "dvc_push": pushed}
+               "dvc_push": pushed, "recorded": recorded}
     (root / "reports").mkdir(exist_ok=True)
     (root / "reports" / "pipeline_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     create_markdown_artifact(key="genops-pipeline", markdown=_summary_markdown(root, selected, records, timing),
@@ -126,6 +134,22 @@ def genops_pipeline(workspace: str, families: list[str] | None = None) -> dict:
     if failed:
         raise GenopsError("pipeline failed:\n" + "\n".join(f"- {k}: {v}" for k, v in failed.items()))
     return summary
+
+
+def _record(root: Path, records: list[dict]) -> dict:
+    """Commit dvc.lock + params.yaml, then tag the versions registered in this run with that commit."""
+    from genops.tracking.lineage import tag_recorded_versions
+
+    ran = {r["family"] for r in records if r.get("status") == "ran" and r["stage"].startswith("register")}
+    registrations = [json.loads((root / "reports" / "registry" / f"{fam}.json").read_text()) for fam in sorted(ran)]
+    trained = sorted({r["family"] for r in records if r.get("status") == "ran" and r.get("family")})
+    decisions = [f"{r['model']} v{r['version']} @{r['alias']} ({r['primary_metric']} {r['candidate_value']:.4g})"
+                 for r in registrations]
+    message = (f"genops: recorded run ({', '.join(trained) or 'nothing re-ran'})\n\n"
+               + ("\n".join(f"- {d}" for d in decisions) or "- no new versions registered") + "\n")
+    commit = commit_run(root, message)
+    versions = tag_recorded_versions(root, registrations, commit, out_hashes(root))
+    return {"commit": commit, "versions": versions, "decisions": decisions}
 
 
 def _failed_families(failed: dict[str, str]) -> set[str | None]:

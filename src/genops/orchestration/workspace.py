@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from genops.orchestration.dvc_graph import dvc
+from genops.versioning.dvc import dvc
 
 
 def persist_overrides(root: Path, overrides: list[str]) -> None:

@@ -95,7 +95,7 @@ def connect_dvc(project: Path, env: dict[str, str]) -> None:
     for key in ("GENOPS_DVC_REMOTE_URL", "GENOPS_S3_ENDPOINT"):
         if not env.get(key):
             raise GenopsError(f"{key} is not set: source the stack's env file (.genops/stack/stack.env) first")
-    from genops.orchestration.dvc_graph import dvc
+    from genops.versioning.dvc import dvc
 
     dvc(project, "remote", "add", "--local", "--default", "--force", DVC_REMOTE, env["GENOPS_DVC_REMOTE_URL"])
     dvc(project, "remote", "modify", "--local", DVC_REMOTE, "endpointurl", env["GENOPS_S3_ENDPOINT"])

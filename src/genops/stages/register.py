@@ -40,6 +40,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     from genops.tracking.registry import champion_value, exists, model_name
     from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import context_tags, git_commit
+    from genops.versioning.dvc import out_hashes
 
     paths = ProjectPaths(root)
     cfg = params.register
@@ -60,11 +61,15 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
 
     name = model_name(family_name, params.tracking.model_prefix)
     run_id = run_info(paths, family_name)["run_id"]
-    lineage = {"git_commit": git_commit(root), "data_hash": spec_data["data_hash"], **{
+    lineage = {"family": family_name, "git_commit": git_commit(root), "data_hash": spec_data["data_hash"], **{
                k.removeprefix("genops."): v for k, v in context_tags().items()},
                "data_source": spec_data["source"], "params_hash": meta.get("fingerprint", ""), "run_id": run_id}
     # A stacked family (latent diffusion) records the registered base model version it was trained on.
     lineage.update({f"base.{k}": v for k, v in (meta.get("base") or {}).items()})
+    # The DVC hashes of this version's checkpoint and graphs (dvc.lock has them once those stages are recorded).
+    hashes = out_hashes(root)
+    lineage.update({k: hashes[p] for k, p in (("dvc.checkpoint", f"checkpoints/{family_name}"),
+                                               ("dvc.exported", f"exported/{family_name}")) if hashes.get(p)})
     sampler = next(iter(export["graphs"]))
     with family_run(root, paths, family_name), tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -32,8 +32,7 @@ class TrainStageResult:
 def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResult:
     import mlflow
 
-    from genops.evaluation.history import write_history
-    from genops.evaluation.plots import save_loss_curve
+    from genops.evaluation.history import read_history, write_history
     from genops.models.registry import instantiate
     from genops.tracking.store import context_tags, flatten, git_commit, setup_mlflow
     from genops.training.device import seed_everything, select_device
@@ -64,6 +63,9 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
              **({"base": lineage} if lineage else {})}
     done = _up_to_date(paths, family_name, family_meta(family, extra))
     if done is not None:
+        if not (paths.report(family_name) / "train" / LOSSES_CSV).is_file():  # `dvc repro` clears outputs
+            _write_train_report(paths, family_name, read_history(paths.checkpoint(family_name) / "history.csv"),
+                                family.monitor_loss)
         return done
     data = load_split(paths.prepared, "train")
     log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
@@ -104,12 +106,29 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
                                                    "num_parameters": family.num_parameters(),
                                                    "device": str(device), "base": lineage,
                                                    "warnings": monitor.warnings if monitor else []})
-        curve = save_loss_curve(result.history, paths.report(family_name) / "train" / "loss_curve.png",
-                                f"{family_name} training losses")
+        curve = _write_train_report(paths, family_name, result.history, family.monitor_loss)
         mlflow.log_artifact(str(curve), artifact_path="plots")
     final = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
     return TrainStageResult(family_name, run.info.run_id, result.steps, final, result.images_per_s,
                             result.wall_s, result.resumed_from)
+
+
+LOSSES_CSV = "losses.csv"
+
+
+def _write_train_report(paths: ProjectPaths, family_name: str, history: list[dict[str, float]],
+                        monitor_loss: str) -> Path:
+    """reports/FAMILY/train: loss_curve.png, and losses.csv for `dvc plots` (step on x; `loss` is the family's
+    monitored loss, the one its stability is measured on, then every logged column)."""
+    from genops.evaluation.history import write_history
+    from genops.evaluation.plots import save_loss_curve
+
+    folder = paths.report(family_name) / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"step": h["step"], "loss": h.get(monitor_loss, float("nan")),
+             **{k: v for k, v in h.items() if k not in ("step", "loss")}} for h in history]
+    write_history(folder / LOSSES_CSV, rows)
+    return save_loss_curve(history, folder / "loss_curve.png", f"{family_name} training losses")
 
 
 def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:

@@ -20,6 +20,10 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
         "## Lineage",
         f"- git commit `{lineage['git_commit']}`, params hash `{lineage['params_hash']}`, "
         f"MLflow run `{lineage['run_id']}`",
+        *([f"- DVC outputs: checkpoint `{lineage['dvc.checkpoint']}`, exported graphs "
+           f"`{lineage.get('dvc.exported', '?')}`"] if lineage.get("dvc.checkpoint") else []),
+        "- recorded runs (versioning.commit) tag this version with `genops.lineage.commit`, the commit whose "
+        "dvc.lock pins these outputs: `genops restore MODEL_URI --to DIR` checks it out and pulls them",
         *([f"- trained on base model `{lineage['base.model']}` version {lineage['base.version']} "
            f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
         "",

@@ -52,8 +52,16 @@ def setup_mlflow(root: Path, experiment: str | None = None) -> str:
 
 def context_tags() -> dict[str, str]:
     """Tags tying a run to what launched it: the Prefect flow run, when a flow runs the stage."""
-    flow_run = os.environ.get(FLOW_RUN_ENV)
-    return {"genops.prefect.flow_run_id": flow_run} if flow_run else {}
+    tags = {}
+    if os.environ.get(FLOW_RUN_ENV):
+        tags["genops.prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
+        api = os.environ.get("PREFECT_API_URL", "")
+        if api.startswith("http"):  # a Prefect server (not the temporary one): link its UI page
+            tags["genops.prefect.flow_run_url"] = f"{api.removesuffix('/').removesuffix('/api')}/runs/flow-run/" \
+                                                  f"{os.environ[FLOW_RUN_ENV]}"
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run` for the stage commands it runs
+        tags["genops.dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
 
 
 def git_commit(root: Path) -> str:

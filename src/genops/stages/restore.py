@@ -1,0 +1,69 @@
+"""restore: a registered version back as a working project: its commit checked out, its outputs pulled.
+
+`genops restore models:/genops-vae@champion --to DIR` clones the repository at the version's lineage commit
+(`genops.lineage.commit`, set when the run was recorded), pulls the DVC outputs of that commit from the remote,
+checks that the checkpoint's hash is the one recorded on the version, and leaves `dvc status` clean, so the
+model can be retrained, re-evaluated or re-exported exactly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from genops.errors import GenopsError
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
+    from genops.tracking.registry import model_version
+    from genops.tracking.store import setup_mlflow
+    from genops.versioning.dvc import dvc, out_hashes, remote_configured
+
+    setup_mlflow(root)
+    try:
+        mv = model_version(model_uri)
+    except Exception as exc:  # mlflow raises several types for a missing name/alias/version
+        raise GenopsError(f"cannot resolve {model_uri}: {exc}") from exc
+    tags = mv.tags
+    commit, family = tags.get("genops.lineage.commit"), tags.get("genops.family")
+    expected = tags.get("genops.dvc.checkpoint")
+    if not commit or not expected or not family:
+        raise GenopsError(f"{mv.name} v{mv.version} has no recorded lineage (genops.lineage.commit / "
+                          f"genops.dvc.checkpoint / genops.family): it was registered by a run with "
+                          f"versioning.commit off, so there is no commit that pins its outputs")
+    source = repo or str(root)
+    dest = Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise GenopsError(f"--to {dest}: the folder exists and is not empty")
+    proc = _run(["git", "clone", "-q", "--no-checkout", source, str(dest)], dest.parent)
+    if proc.returncode != 0:
+        raise GenopsError(f"git clone {source} failed: {proc.stderr.strip()}")
+    proc = _run(["git", "checkout", "-q", "--detach", commit], dest)
+    if proc.returncode != 0:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise GenopsError(f"commit {commit} (lineage of {mv.name} v{mv.version}) not found in {source}: "
+                          f"{proc.stderr.strip()}")
+    local_config = Path(source) / ".dvc" / "config.local"
+    if not remote_configured(dest) and local_config.is_file():
+        shutil.copy(local_config, dest / ".dvc" / "config.local")  # the remote this project pushes to
+    if not remote_configured(dest):
+        raise GenopsError(f"no DVC remote configured for {source} (dvc remote add -d ..., or `genops stack "
+                          "connect`): the outputs of the recorded run cannot be pulled")
+    recorded = out_hashes(dest).get(f"checkpoints/{family}")
+    if recorded != expected:
+        raise GenopsError(f"dvc.lock at {commit[:12]} records checkpoints/{family} as {recorded}, but the version "
+                          f"says {expected}: the version does not belong to this commit")
+    try:
+        dvc(dest, "pull")
+    except GenopsError as exc:
+        raise GenopsError(f"dvc pull at {commit[:12]} failed (objects not pushed to the remote?): {exc}") from None
+    status = dvc(dest, "status")
+    if "up to date" not in status:
+        raise GenopsError(f"after dvc pull, {dest} differs from its dvc.lock:\n{status}")
+    return {"model": mv.name, "version": int(mv.version), "family": family, "commit": commit, "dir": str(dest),
+            "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "dvc_status": "clean"}
