@@ -38,6 +38,7 @@ def test_recorded_runs_restore_diff_refuse_dirty_and_dvc_experiments(tmp_path):
     restored = json.loads(run(["genops", "restore", "models:/genops-vae/1", "--to", str(tmp_path / "r")],
                               root, env).stdout)
     assert restored["commit"] == head and restored["checkpoint_md5"] == v1.tags["genops.dvc.checkpoint"]
+    print(json.dumps(restored, indent=2))
     weights = "checkpoints/vae/weights.safetensors"
     assert (tmp_path / "r" / weights).read_bytes() == (root / weights).read_bytes()
     assert "up to date" in run(["dvc", "status"], tmp_path / "r", env).stdout
@@ -46,6 +47,7 @@ def test_recorded_runs_restore_diff_refuse_dirty_and_dvc_experiments(tmp_path):
     run(["genops", "pipeline", "--set", "versioning.commit=true", "--set", "vae.beta=4.0"], root, env)
     diff = json.loads(run(["dvc", "metrics", "diff", head, "HEAD", "--json"], root, env).stdout)
     changed = diff["metrics/vae.json"]
+    print(run(["dvc", "metrics", "diff", head, "HEAD"], root, env).stdout)  # shown in the session note
     assert changed["test_nll_bpd"]["diff"] != 0 and "fid" in changed
     assert _client(tmp_path).get_model_version("genops-vae", "2").tags["genops.lineage.commit"] != head
 
