@@ -50,6 +50,8 @@ def test_recorded_runs_restore_diff_refuse_dirty_and_dvc_experiments(tmp_path):
     print(run(["dvc", "metrics", "diff", head, "HEAD"], root, env).stdout)  # shown in the session note
     assert changed["test_nll_bpd"]["diff"] != 0 and "fid" in changed
     assert _client(tmp_path).get_model_version("genops-vae", "2").tags["genops.lineage.commit"] != head
+    plots = run(["dvc", "plots", "diff", head, "HEAD", "--json", "--split"], root, env).stdout
+    assert "reports/vae/train/losses.csv" in plots  # the loss curves of both runs, overlaid
 
     # A dirty tree is refused before any work, and nothing is recorded.
     (root / "src" / "genops" / "errors.py").write_text((root / "src" / "genops" / "errors.py").read_text() + "\n#\n")
