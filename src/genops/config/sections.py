@@ -140,7 +140,20 @@ class ScheduleConfig(Section):
     timezone: str = field("UTC", "time zone of the cron")
 
 
+class DaskConfig(Section):
+    """The Dask cluster stages fan out over (orchestration.runner: dask), through prefect-dask's DaskTaskRunner."""
+
+    address: str | None = field(None, "null = a LocalCluster of n_workers processes; or tcp://HOST:PORT of a running "
+                                      "`dask scheduler`")
+    n_workers: int = field(2, "LocalCluster worker processes", ge=1)
+    threads_per_stage: int = field(1, "torch/BLAS threads each stage process uses (OMP_NUM_THREADS)", ge=1)
+
+
 class OrchestrationConfig(Section):
+    runner: Literal["local", "dask"] = field(
+        "local", "local = stages in this process or threads, a wave at a time; dask = each stage a task on a Dask "
+                 "worker that starts as soon as its own upstream stages are done")
+    dask: DaskConfig = field(DaskConfig(), "the Dask cluster (runner: dask)")
     max_parallel: int = field(1, "stages of a wave run at once (1 on a 2-core CPU; raise on bigger machines)", ge=1)
     in_process: bool = field(True, "with max_parallel 1, run `genops` stage commands inside the flow's process "
                                    "(saves ~8 s of interpreter + torch/mlflow start-up per stage)")

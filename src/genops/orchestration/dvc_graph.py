@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from genops.versioning.dvc import DVC_LOCK, dvc
+from genops.versioning.dvc import dvc, repo_lock
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def stage_waves(root: Path, families: list[str] | None = None) -> list[list[Stag
 
 def changed_stages(root: Path, names: list[str]) -> set[str]:
     """Which of these stages DVC would re-run (deps, params, outs or command differ from dvc.lock)."""
-    with DVC_LOCK:
+    with repo_lock(root):
         out = dvc(root, "status", "--json", *names)
     status = json.loads(out or "{}")
     return {name for name in names if name in status}
@@ -54,7 +54,24 @@ def changed_stages(root: Path, names: list[str]) -> set[str]:
 def commit_stages(root: Path, names: list[str]) -> None:
     """Record freshly produced outputs in dvc.lock (and the DVC cache)."""
     if names:
-        with DVC_LOCK:
+        with repo_lock(root):
             dvc(root, "commit", "--force", "--quiet", *names)
 
 
+def stage_dag(root: Path, families: list[str] | None = None) -> list[tuple[StageInfo, list[str]]]:
+    """DVC's stages in an execution order, each with the names of the stages it directly depends on, so a
+    stage can start as soon as its own upstream is done (not a whole wave)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        order = list(nx.topological_sort(graph.reverse()))
+        out = []
+        for stage in order:
+            family = stage.name.split("@", 1)[1] if "@" in stage.name else None
+            if families is not None and family is not None and family not in families:
+                continue
+            cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
+            out.append((StageInfo(stage.name, cmd, family), sorted(s.name for s in graph.successors(stage))))
+    return out

@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from genops.config import load_params
 from genops.errors import GenopsError
-from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_waves
+from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_dag, stage_waves
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace
 from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
@@ -85,7 +85,9 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     root_run = str(flow_run.root_flow_run_id) if flow_run.id else None
     records: list[dict] = []
     failed: dict[str, str] = {}  # stage -> error; a failed family stops, the others go on
-    for wave in stage_waves(root, selected):
+    if orchestration.runner == "dask":
+        records, failed = _run_dag(workspace, selected, root_run, orchestration.dask.threads_per_stage)
+    for wave in (stage_waves(root, selected) if orchestration.runner == "local" else []):
         stopped = _failed_families(failed)
         runnable = [s for s in wave if None not in stopped and s.family not in stopped]
         changed = changed_stages(root, [s.name for s in runnable])
@@ -136,6 +138,50 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     return summary
 
 
+@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
+def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | None, threads: int) -> dict:
+    """One stage on a (Dask) worker: ask DVC whether it changed, run its command in a subprocess, record it.
+    Results travel through the workspace files and the tracking server, never through worker memory."""
+    from genops.tracking.store import FLOW_RUN_ENV
+
+    root = Path(workspace)
+    if stage.name not in changed_stages(root, [stage.name]):
+        return {"stage": stage.name, "family": stage.family, "status": "skipped (unchanged)"}
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           **({FLOW_RUN_ENV: flow_run_id} if flow_run_id else {})}
+    wall = run_stage_command(root, stage, in_process=False, extra_env=env)
+    commit_stages(root, [stage.name])
+    return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
+
+
+def _run_dag(workspace: str, families: list[str], root_run: str | None, threads: int) -> tuple[list, dict]:
+    """Every stage submitted at once, each waiting only for its own upstream stages (Prefect wait_for)."""
+    log = get_run_logger()
+    futures, upstream = {}, {}
+    for stage, ups in stage_dag(Path(workspace), families):
+        upstream[stage.name] = [u for u in ups if u in futures]
+        futures[stage.name] = run_stage_if_changed.submit(workspace, stage, root_run, threads,
+                                                          wait_for=[futures[u] for u in upstream[stage.name]])
+    records: list[dict] = []
+    failed: dict[str, str] = {}
+    for name, fut in futures.items():
+        try:
+            records.append(fut.result())
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
+            blocked = [u for u in upstream[name] if u in failed or u in _blocked(records)]
+            if blocked:
+                records.append({"stage": name, "status": f"not run (upstream {blocked[0]} failed)"})
+            else:
+                failed[name] = str(exc)
+                records.append({"stage": name, "status": "failed"})
+                log.error("%s failed: %s", name, exc)
+    return records, failed
+
+
+def _blocked(records: list[dict]) -> set[str]:
+    return {r["stage"] for r in records if str(r.get("status", "")).startswith("not run")}
+
+
 def _record(root: Path, records: list[dict]) -> dict:
     """Commit dvc.lock + params.yaml, then tag the versions registered in this run with that commit."""
     from genops.tracking.lineage import tag_recorded_versions
@@ -155,6 +201,19 @@ def _record(root: Path, records: list[dict]) -> dict:
 def _failed_families(failed: dict[str, str]) -> set[str | None]:
     """Families whose stages failed; None means a shared stage (prepare/validate) failed: stop all."""
     return {name.split("@", 1)[1] if "@" in name else None for name in failed}
+
+
+def _task_runner(orchestration):
+    """Threads by default; prefect-dask's DaskTaskRunner (a LocalCluster, or an existing scheduler) for dask."""
+    if orchestration.runner == "local":
+        return ThreadPoolTaskRunner(max_workers=orchestration.max_parallel)
+    from prefect_dask import DaskTaskRunner
+
+    dask = orchestration.dask
+    if dask.address:
+        return DaskTaskRunner(address=dask.address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": dask.n_workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = False,
@@ -184,6 +243,6 @@ def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = Fa
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    max_parallel = load_params(workspace).orchestration.max_parallel
-    flow_fn = genops_pipeline.with_options(task_runner=ThreadPoolTaskRunner(max_workers=max_parallel))
+    orchestration = load_params(workspace).orchestration
+    flow_fn = genops_pipeline.with_options(task_runner=_task_runner(orchestration))
     return flow_fn(str(workspace), families=families)

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
 from genops.errors import GenopsError
 
-DVC_LOCK = threading.Lock()  # dvc holds a repo lock: its commands must not overlap
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def repo_lock(root: Path) -> Iterator[None]:
+    """One DVC command at a time on a repository (DVC holds a repo lock and fails rather than waits), across
+    threads and across processes (Dask workers on this host): a lock file under .genops."""
+    from filelock import FileLock
+
+    path = Path(root) / ".genops" / "dvc-commands.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCK, FileLock(str(path)):
+        yield
 
 
 def dvc(root: Path, *args: str) -> str:
@@ -38,7 +52,7 @@ def remote_configured(root: Path) -> bool:
 
 def push_to_remote(root: Path) -> str:
     """`dvc push --run-cache` to the default remote; returns DVC's one-line summary."""
-    with DVC_LOCK:
+    with repo_lock(root):
         out = dvc(root, "push", "--run-cache")
     return " ".join(out.split()[-6:]) if out.strip() else "nothing to push"
 
