@@ -104,7 +104,7 @@ def load_params(root: Path | None = None, overrides: list[str] | dict[str, Any] 
 def check_smoke(params: Params, source: str) -> None:
     """The `smoke:` overrides must name real keys with valid values, like everything else."""
     try:
-        validate(apply_overrides(dump(params), dict(params.smoke)), "smoke")
+        smoke_params(params)
     except GenopsError as exc:
         raise GenopsError(f"{source}: the `smoke:` section does not apply cleanly:\n{exc}") from None
 

@@ -79,33 +79,14 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     if recording:
         check_recordable(root)  # before any work: a run that cannot be recorded is refused up front
     orchestration = params.orchestration
-    # In-process stages share one interpreter, so only when they run one at a time.
-    in_process = orchestration.in_process and orchestration.max_parallel == 1
     # The run a person or a schedule started: the deployment's flow run when this flow runs inside it.
     root_run = str(flow_run.root_flow_run_id) if flow_run.id else None
-    records: list[dict] = []
-    failed: dict[str, str] = {}  # stage -> error; a failed family stops, the others go on
     if orchestration.runner == "dask":
         records, failed = _run_dag(workspace, selected, root_run, orchestration.dask.threads_per_stage)
-    for wave in (stage_waves(root, selected) if orchestration.runner == "local" else []):
-        stopped = _failed_families(failed)
-        runnable = [s for s in wave if None not in stopped and s.family not in stopped]
-        changed = changed_stages(root, [s.name for s in runnable])
-        for s in runnable:
-            if s.name not in changed:
-                records.append({"stage": s.name, "family": s.family, "status": "skipped (unchanged)"})
-        futures = {s.name: run_stage.submit(workspace, s, in_process, root_run)
-                   for s in runnable if s.name in changed}
-        done = []
-        for name, fut in futures.items():
-            try:
-                records.append(fut.result())
-                done.append(name)
-            except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
-                failed[name] = str(exc)
-                records.append({"stage": name, "status": "failed"})
-                log.error("%s failed: %s", name, exc)
-        commit_stages(root, done)
+    else:
+        # In-process stages share one interpreter, so only when they run one at a time.
+        in_process = orchestration.in_process and orchestration.max_parallel == 1
+        records, failed = _run_waves(workspace, selected, root_run, in_process)
     recorded = None
     if recording and not failed:
         recorded = _record(root, records)
@@ -154,6 +135,35 @@ def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | No
     return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
 
 
+def _run_waves(workspace: str, families: list[str], root_run: str | None, in_process: bool) -> tuple[list, dict]:
+    """The local runner: DVC's stages a wave at a time; per wave ask `dvc status`, run the changed stages
+    (threads, or in this process), `dvc commit` them. A failed family stops, the others go on."""
+    log = get_run_logger()
+    root = Path(workspace)
+    records: list[dict] = []
+    failed: dict[str, str] = {}  # stage -> error
+    for wave in stage_waves(root, families):
+        stopped = _failed_families(failed)
+        runnable = [s for s in wave if None not in stopped and s.family not in stopped]
+        changed = changed_stages(root, [s.name for s in runnable])
+        for s in runnable:
+            if s.name not in changed:
+                records.append({"stage": s.name, "family": s.family, "status": "skipped (unchanged)"})
+        futures = {s.name: run_stage.submit(workspace, s, in_process, root_run)
+                   for s in runnable if s.name in changed}
+        done = []
+        for name, fut in futures.items():
+            try:
+                records.append(fut.result())
+                done.append(name)
+            except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
+                failed[name] = str(exc)
+                records.append({"stage": name, "status": "failed"})
+                log.error("%s failed: %s", name, exc)
+        commit_stages(root, done)
+    return records, failed
+
+
 def _run_dag(workspace: str, families: list[str], root_run: str | None, threads: int) -> tuple[list, dict]:
     """Every stage submitted at once, each waiting only for its own upstream stages (Prefect wait_for)."""
     log = get_run_logger()
@@ -164,22 +174,20 @@ def _run_dag(workspace: str, families: list[str], root_run: str | None, threads:
                                                           wait_for=[futures[u] for u in upstream[stage.name]])
     records: list[dict] = []
     failed: dict[str, str] = {}
+    not_run: set[str] = set()  # stages skipped because an upstream stage failed
     for name, fut in futures.items():
         try:
             records.append(fut.result())
         except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
-            blocked = [u for u in upstream[name] if u in failed or u in _blocked(records)]
+            blocked = [u for u in upstream[name] if u in failed or u in not_run]
             if blocked:
+                not_run.add(name)
                 records.append({"stage": name, "status": f"not run (upstream {blocked[0]} failed)"})
             else:
                 failed[name] = str(exc)
                 records.append({"stage": name, "status": "failed"})
                 log.error("%s failed: %s", name, exc)
     return records, failed
-
-
-def _blocked(records: list[dict]) -> set[str]:
-    return {r["stage"] for r in records if str(r.get("status", "")).startswith("not run")}
 
 
 def _record(root: Path, records: list[dict]) -> dict:
