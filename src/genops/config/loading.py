@@ -79,8 +79,14 @@ def validate(raw: Any, source: str) -> Params:
         raise GenopsError("\n".join(_explain(e, source) for e in exc.errors())) from None
 
 
+def params_path(root: Path) -> Path:
+    """root/params.yaml, or GENOPS_PARAMS_FILE: the resolved params a stage hands to the processes it launches
+    (torchrun ranks), so they train with exactly its settings, overrides included."""
+    return Path(os.environ["GENOPS_PARAMS_FILE"]) if os.environ.get("GENOPS_PARAMS_FILE") else root / PARAMS_FILE
+
+
 def read_raw(root: Path) -> dict:
-    path = root / PARAMS_FILE
+    path = params_path(root)
     if not path.is_file():
         raise GenopsError(f"{path} not found")
     try:
@@ -94,8 +100,8 @@ def load_params(root: Path | None = None, overrides: list[str] | dict[str, Any] 
     """params.yaml (validated), then the overrides (validated again, so an error names `--set`)."""
     root = root or project_root()
     raw = read_raw(root)
-    params = validate(raw, str(root / PARAMS_FILE))
-    check_smoke(params, str(root / PARAMS_FILE))
+    params = validate(raw, str(params_path(root)))
+    check_smoke(params, str(params_path(root)))
     if overrides:
         params = validate(apply_overrides(raw, overrides), "--set")
     return params

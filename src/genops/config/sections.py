@@ -36,6 +36,31 @@ class ValidationConfig(Section):
         return self
 
 
+class DistributedConfig(Section):
+    """Data-parallel training with torchrun (torch.distributed.run): the global batch is split over the processes.
+
+    Left out of checkpoint fingerprints: n processes train the same model as one, within float rounding."""
+
+    nproc: int = field(1, "processes per machine (one per GPU on CUDA); above 1 the train stage relaunches itself "
+                          "with torchrun: gloo on CPU, NCCL on CUDA", ge=1)
+    nnodes: int = field(1, "machines; above 1 run `genops train FAMILY` on each, with the same rdzv_endpoint", ge=1)
+    rdzv_endpoint: str | None = field(None, "HOST:PORT of torchrun's c10d rendezvous (several machines); null = "
+                                            "--standalone on this machine")
+    rdzv_id: str = field("genops", "rendezvous id shared by the machines of one run", min_length=1)
+    max_restarts: int = field(0, "torchrun restarts of a failed process group; each restart resumes from the last "
+                                 "checkpoint", ge=0)
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> DistributedConfig:
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes={self.nnodes} needs rdzv_endpoint (HOST:PORT reachable from every machine)")
+        return self
+
+
 class TrainConfig(Section):
     device: str = field("auto", "auto = CUDA (bf16 autocast) when a GPU is present, else CPU; or cpu | cuda[:N]")
     steps: int = field(2000, "training steps per family (a family's steps_scale multiplies it)", ge=1)
@@ -46,6 +71,16 @@ class TrainConfig(Section):
     num_threads: int | None = field(None, "torch CPU threads (null = torch default)", ge=1)
     max_loss: float = field(1.0e8, "|loss| above this, or NaN, fails the run as diverged", gt=0)
     progress: bool = field(True, "show progress bars", training=False)
+    distributed: DistributedConfig = field(DistributedConfig(), "data-parallel training over processes or GPUs",
+                                           training=False)
+
+    @model_validator(mode="after")
+    def _split(self) -> TrainConfig:
+        world = self.distributed.world_size
+        if self.batch_size % world:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {world} training processes "
+                             "(distributed.nproc x distributed.nnodes): each takes an equal share of every batch")
+        return self
 
 
 class EvaluatorConfig(Section):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ from genops.config.families import FamilyConfig, MonitorSettings, StackedConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
+from genops.models.step import StepContext
 
 # A network as the sampler sees it: tensors in, one tensor out. A torch module or an ORT session.
 Net = Callable[..., torch.Tensor]
@@ -40,17 +40,6 @@ class ExportSpec:
     input_names: list[str]
     output_names: list[str]
     dynamic_dims: dict[str, dict[int, str]] = field(default_factory=dict)
-
-
-@dataclass
-class StepContext:
-    """What the generic training loop hands to a family's train_step."""
-
-    step: int
-    total_steps: int  # the family's whole budget (a phased family splits it)
-    optimizers: Mapping[str, torch.optim.Optimizer]
-    autocast: Callable[[], AbstractContextManager]
-    generator: torch.Generator  # the family's source of training noise (saved with checkpoints)
 
 
 @dataclass

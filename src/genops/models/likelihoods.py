@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from genops.models.sharding import BatchNoise
+
 BINS = 255.0  # pixel values k / 255, k = 0..255
 
 
@@ -45,8 +47,12 @@ def nats_to_bits_per_dim(nats: float, dims: int) -> float:
     return nats / (dims * math.log(2.0))
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """z = mu + exp(logvar / 2) eps with eps ~ N(0, I) from `generator`: a sample of q(z | x) that gradients
-    flow through (Kingma & Welling 2014)."""
-    eps = torch.randn(mu.shape, generator=generator, device=generator.device if generator else None)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                   generator: torch.Generator | BatchNoise | None) -> torch.Tensor:
+    """z = mu + exp(logvar / 2) eps with eps ~ N(0, I) from `generator` (a training step's BatchNoise): a sample
+    of q(z | x) that gradients flow through (Kingma & Welling 2014)."""
+    if isinstance(generator, BatchNoise):
+        eps = generator.randn(*mu.shape)
+    else:
+        eps = torch.randn(mu.shape, generator=generator, device=generator.device if generator else None)
     return mu + torch.exp(0.5 * logvar) * eps.to(mu.device)

@@ -30,12 +30,22 @@ class TrainStageResult:
 
 
 def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResult:
+    """Train one family. With train.distributed.nproc above 1 this relaunches itself under torchrun, and every
+    rank runs it again inside torchrun's process group (rank 0 tracks and writes)."""
+    from genops.training.distributed import process_group
+
+    with process_group(params.train.device) as (shard, device):
+        return _train(family_name, params, root, shard, device)
+
+
+def _train(family_name: str, params: Params, root: Path, shard, device) -> TrainStageResult:
     import mlflow
 
     from genops.evaluation.history import read_history, write_history
     from genops.models.registry import instantiate
     from genops.tracking.store import context_tags, flatten, git_commit, setup_mlflow
-    from genops.training.device import seed_everything, select_device
+    from genops.training.device import seed_everything
+    from genops.training.distributed import launched_by_torchrun
     from genops.training.fingerprint import training_fingerprint
     from genops.training.loop import LoopSettings, train
 
@@ -44,7 +54,6 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
     spec = DataSpec.from_dict(spec_data)
     cfg, tcfg = params.family(family_name), params.train
     seed_everything(params.seed, tcfg.num_threads)
-    device = select_device(tcfg.device)
     base, lineage = None, None
     if FAMILIES[family_name].base:
         from genops.tracking.base_model import resolve_base
@@ -61,21 +70,30 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
     fingerprint = training_fingerprint(family_name, cfg, tcfg, params.seed, spec_data["data_hash"], lineage)
     extra = {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"], "seed": params.seed,
              **({"base": lineage} if lineage else {})}
-    done = _up_to_date(paths, family_name, family_meta(family, extra))
+    done = None if launched_by_torchrun() else _up_to_date(paths, family_name, family_meta(family, extra))
     if done is not None:
         if not (paths.report(family_name) / "train" / LOSSES_CSV).is_file():  # `dvc repro` clears outputs
             _write_train_report(paths, family_name, read_history(paths.checkpoint(family_name) / "history.csv"),
                                 family.monitor_loss)
         return done
+    if tcfg.distributed.world_size > 1 and not launched_by_torchrun():
+        return _run_ranks(family_name, params, paths)
     data = load_split(paths.prepared, "train")
-    log.info("train %s: %d params, %d images, %d steps on %s", family_name, family.num_parameters(),
-             len(data), steps, device)
+    log.info("train %s: %d params, %d images, %d steps on %s%s", family_name, family.num_parameters(),
+             len(data), steps, device, f" (rank {shard.rank} of {shard.world})" if shard.active else "")
+    if not shard.is_main:  # the other ranks compute and reduce; rank 0 alone tracks and writes
+        family.to(device)
+        family.on_train_start(data, loop.batch_size * 2)
+        result = train(family, data, loop, paths.work(family_name), fingerprint, device, shard=shard)
+        return TrainStageResult(family_name, "", result.steps, result.history[-1].get("loss", float("nan")),
+                                result.images_per_s, result.wall_s, result.resumed_from)
 
     setup_mlflow(root, params.tracking.experiment)
     with mlflow.start_run(run_name=family_name) as run:
         mlflow.set_tags({"genops.family": family_name, "genops.git_commit": git_commit(root),
                          "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
-                         "genops.device": str(device), **context_tags(),
+                         "genops.device": str(device), "genops.train.processes": str(shard.world),
+                         **context_tags(),
                          **{f"genops.base.{k}": v for k, v in (lineage or {}).items()}})
         mlflow.log_params(flatten({"family": cfg.model_dump(mode="json", by_alias=True),
                                    "train": tcfg.model_dump(mode="json"), "seed": params.seed,
@@ -91,7 +109,7 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
 
         family.to(device)
         family.on_train_start(data, loop.batch_size * 2)
-        result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log)
+        result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard)
         family.on_train_end(data, loop.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
                             "num_parameters": family.num_parameters()})
@@ -104,7 +122,8 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
                                                    "images_per_s": round(result.images_per_s, 2),
                                                    "resumed_from": result.resumed_from,
                                                    "num_parameters": family.num_parameters(),
-                                                   "device": str(device), "base": lineage,
+                                                   "device": str(device), "processes": shard.world,
+                                                   "base": lineage,
                                                    "warnings": monitor.warnings if monitor else []})
         curve = _write_train_report(paths, family_name, result.history, family.monitor_loss)
         mlflow.log_artifact(str(curve), artifact_path="plots")
@@ -140,6 +159,49 @@ def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:
         ds = mlflow.data.from_numpy(npz["images"], targets=npz["labels"], source=str(paths.prepared),
                                     name=f"{spec_data['source']}@{spec_data['data_hash']}")
     mlflow.log_input(ds, context="training")
+
+
+def _run_ranks(family_name: str, params: Params, paths: ProjectPaths) -> TrainStageResult:
+    """`genops train FAMILY` under torchrun with exactly these params (overrides included), then its result."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from genops.config import dump
+    from genops.errors import GenopsError
+    from genops.training.distributed import die_with_parent, torchrun_command
+
+    dcfg = params.train.distributed
+    work = paths.work(family_name)
+    work.mkdir(parents=True, exist_ok=True)
+    resolved = work / "torchrun-params.yaml"
+    resolved.write_text(yaml.safe_dump(dump(params), sort_keys=False))
+    cmd = torchrun_command(dcfg, ["train", family_name])
+    log.info("train %s: %d processes x %d machine(s) through torchrun: %s", family_name, dcfg.nproc, dcfg.nnodes,
+             " ".join(cmd[1:]))
+    env = {**os.environ, "GENOPS_ROOT": str(paths.root), "GENOPS_PARAMS_FILE": str(resolved)}
+    # torchrun dies with this process (a killed stage must not leave ranks training beside its rerun). The ranks'
+    # logs and progress go to stderr; their stdout holds only each rank's result, which this stage reports once.
+    code = subprocess.run(cmd, cwd=paths.root, env=env, stdout=subprocess.DEVNULL,
+                          preexec_fn=die_with_parent).returncode  # noqa: PLW1509
+    if code != 0:
+        raise GenopsError(f"train {family_name}: torchrun with {dcfg.world_size} processes failed (exit code {code}); "
+                          "the ranks' errors are above. A rerun resumes from the last checkpoint.")
+    folder = paths.checkpoint(family_name)
+    if not (folder / "train.json").is_file():
+        raise GenopsError(f"train {family_name}: torchrun finished but rank 0 wrote no {folder / 'train.json'}")
+    return _stored_result(folder, family_name)
+
+
+def _stored_result(folder: Path, family_name: str) -> TrainStageResult:
+    from genops.evaluation.history import read_history
+
+    info, run = json.loads((folder / "train.json").read_text()), json.loads((folder / "run.json").read_text())
+    history = read_history(folder / "history.csv")
+    final = history[-1].get("loss", float("nan")) if history else float("nan")
+    return TrainStageResult(family_name, run["run_id"], info["steps"], final, info["images_per_s"],
+                            info["wall_s"], info.get("resumed_from", 0))
 
 
 def _up_to_date(paths: ProjectPaths, family_name: str, meta: dict) -> TrainStageResult | None:

@@ -32,7 +32,7 @@ TRAINING_METHODS = ("__init__", "networks", "make_optimizers", "train_step", "on
                     "labels_of", "device")
 # Modules that every family's training runs whole: the loop, checkpoints, device/seed set-up, batching.
 TRAINING_MODULES = ("genops.training.loop", "genops.training.checkpoint", "genops.training.device",
-                    "genops.data.tensors")
+                    "genops.data.tensors", "genops.models.step", "genops.models.sharding")
 FAMILY_BASE = ("genops.models.base", "Family")
 CONFIG_PACKAGE = "genops.config"
 

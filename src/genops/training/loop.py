@@ -2,7 +2,8 @@
 
 Batches are a pure function of (seed, step): step s reads slice s of a seeded permutation of its
 epoch, so a run resumed from a checkpoint at step k sees exactly the batches an uninterrupted run
-would, and on CPU ends with bit-identical weights.
+would, and on CPU ends with bit-identical weights. Under torchrun each rank takes its rows of that
+global batch (genops.models.sharding); rank 0 writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from genops.data.tensors import ImageSet
-from genops.errors import TrainingDiverged
+from genops.errors import GenopsError, TrainingDiverged
 from genops.models.base import Family, StepContext
+from genops.models.sharding import SINGLE, Shard, sync_batch_norm
 from genops.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genops.training.device import autocast_for
 
@@ -68,13 +70,21 @@ class BatchSchedule:
 
 
 def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fingerprint: str,
-          device: torch.device, on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train `family` for cfg.steps, resuming from `work_dir` if a matching checkpoint is there."""
+          device: torch.device, on_log: Callable[[int, dict[str, float]], None] | None = None,
+          shard: Shard = SINGLE) -> TrainResult:
+    """Train `family` for cfg.steps, resuming from `work_dir` if a matching checkpoint is there.
+
+    With a `shard` of several ranks every rank calls this with the same arguments (the same global batch
+    size); rank 0 alone writes checkpoints, and `on_log` should be given on rank 0 only."""
     family.to(device)
+    if shard.active:
+        for net in family.networks().values():
+            sync_batch_norm(net, device)
     data = data.to(device)
     optimizers = family.make_optimizers(cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + 17)
     state = load_checkpoint(work_dir, family, optimizers, generator, fingerprint)
+    shard.broadcast_state(family.networks().values())
     start = state.step if state else 0
     history = list(state.history) if state else []
     prior_seconds = state.seconds if state else 0.0
@@ -84,11 +94,15 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
     autocast = autocast_for(device)
     family.train_mode(True)
     t0 = time.perf_counter()
+    if shard.active and schedule.batch_size % shard.world:
+        raise GenopsError(f"{family.name}: a global batch of {schedule.batch_size} images does not split over "
+                         f"{shard.world} ranks (train.batch_size must be a multiple of the number of processes)")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {family.name}",
-               disable=not cfg.progress, mininterval=1.0, dynamic_ncols=True)
+               disable=not cfg.progress or not shard.is_main, mininterval=1.0, dynamic_ncols=True)
     for step in bar:
-        batch = data.batch(schedule.indices(step))
-        losses = family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator))
+        batch = data.batch(shard.local(schedule.indices(step)))
+        losses = family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator, shard))
+        losses = shard.mean(losses)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
         if bad:
             raise TrainingDiverged(f"{family.name}: training diverged at step {step + 1}: "
@@ -98,7 +112,9 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             spent = prior_seconds + time.perf_counter() - t0
-            save_checkpoint(work_dir, family, optimizers, generator, TrainState(done, history, fingerprint, spent))
+            if shard.is_main:
+                save_checkpoint(work_dir, family, optimizers, generator, TrainState(done, history, fingerprint, spent))
+            shard.barrier()
         if on_log and (done % cfg.log_every == 0 or done == cfg.steps):
             on_log(done, losses)
         if done % 10 == 0:

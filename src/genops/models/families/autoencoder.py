@@ -61,10 +61,8 @@ class Autoencoder(Family):
         with ctx.autocast():
             x_hat = self.reconstruct(batch.x)
         loss = (x_hat.float() - batch.x).pow(2).mean()
-        opt = ctx.optimizers["ae"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.backward("ae", loss)
+        ctx.optimizers["ae"].step()
         return {"loss": loss.item()}
 
     @torch.no_grad()

@@ -50,6 +50,7 @@ from genops.models.diffusion.vlb import vlb_terms
 from genops.models.latent_paths import slerp
 from genops.models.likelihoods import nats_to_bits_per_dim
 from genops.models.networks.unet import UNet
+from genops.models.sharding import BatchNoise, batch_noise
 
 
 class Diffusion(Family):
@@ -93,7 +94,7 @@ class Diffusion(Family):
         return UNet(self.spec, list(cfg.widths), cfg.blocks_per_level, list(cfg.attention_levels), self.num_classes,
                     cfg.dropout)
 
-    def to_diffusion_space(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    def to_diffusion_space(self, batch: Batch, noise: BatchNoise | torch.Generator) -> torch.Tensor:
         """What the forward process noises: pixels rescaled to [-1, 1] here."""
         return batch.x * 2 - 1
 
@@ -113,20 +114,21 @@ class Diffusion(Family):
         self._base_lr = lr
         return {"denoiser": torch.optim.Adam(self.net.parameters(), lr=self._base_lr)}
 
-    def _train_labels(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
+    def _train_labels(self, batch: Batch, noise: BatchNoise) -> torch.Tensor | None:
         """Labels with a p_uncond fraction replaced by the null label, so one net learns both eps(x|y) and eps(x)."""
         if not self.conditional:
             return None
-        drop = (torch.rand(batch.y.shape[0], generator=generator) < self.p_uncond).to(batch.y.device)
+        drop = (noise.rand(batch.y.shape[0]) < self.p_uncond).to(batch.y.device)
         return torch.where(drop, torch.full_like(batch.y, self.num_classes), batch.y)
 
-    def loss(self, batch: Batch, generator: torch.Generator, autocast=None) -> torch.Tensor:
+    def loss(self, batch: Batch, noise: BatchNoise | torch.Generator, autocast=None) -> torch.Tensor:
         """L_simple: E_{t, eps} ||target - net(x_t, t)||^2 with target eps (or v), t uniform over 0..T-1."""
-        x0 = self.to_diffusion_space(batch, generator)
+        noise = batch_noise(noise)
+        x0 = self.to_diffusion_space(batch, noise)
         n = x0.shape[0]
-        t = torch.randint(0, self.T, (n,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-        y = self._train_labels(batch, generator)
+        t = noise.randint(self.T, n)
+        eps = noise.randn(*x0.shape).to(x0.device)
+        y = self._train_labels(batch, noise)
         x_t = self.schedule.q_sample(x0, t, eps)
         target = eps if self.prediction == "eps" else self.schedule.v_target(x0, t, eps)
         with (autocast or contextlib.nullcontext)():
@@ -138,9 +140,8 @@ class Diffusion(Family):
         if self.warmup_steps and self._base_lr is not None:  # linear learning-rate warm-up (Ho et al.: 5000)
             for group in opt.param_groups:
                 group["lr"] = self._base_lr * min(1.0, (ctx.step + 1) / self.warmup_steps)
-        loss = self.loss(batch, ctx.generator, ctx.autocast)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self.loss(batch, ctx.noise, ctx.autocast)
+        ctx.backward("denoiser", loss)
         grad = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip if self.grad_clip > 0 else
                                               float("inf"))
         opt.step()

@@ -29,6 +29,7 @@ from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, Step
 from genops.models.latent_paths import slerp
 from genops.models.networks.dcgan import Discriminator, Generator
 from genops.models.networks.graphs import NoiseToImage
+from genops.models.sharding import BatchNoise, batch_noise
 
 
 def d_loss(objective: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -48,9 +49,9 @@ def g_loss(objective: str, fake: torch.Tensor) -> torch.Tensor:
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     noise: BatchNoise | torch.Generator | None = None) -> torch.Tensor:
     """E (||grad_x f(x_hat)|| - 1)^2 at random points on the lines between real and fake samples."""
-    eps = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real.device)
+    eps = batch_noise(noise).rand(real.shape[0], 1, 1, 1).to(real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     grad = torch.autograd.grad(critic(x_hat, y).sum(), x_hat, create_graph=True)[0]
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
@@ -97,26 +98,26 @@ class GAN(Family):
         return {"g": torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas),
                 "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
 
-    def _noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def _noise(self, n: int, generator: torch.Generator | BatchNoise) -> torch.Tensor:
+        if isinstance(generator, BatchNoise):
+            return generator.randn(n, self.latent_dim).to(self.device)
         return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
 
     def d_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         """One discriminator/critic update; G's weights are not touched."""
         y = self.labels_of(batch)
         with torch.no_grad():
-            fake = self.G(self._noise(batch.x.shape[0], ctx.generator), y)
+            fake = self.G(self._noise(batch.x.shape[0], ctx.noise), y)
         with ctx.autocast():
             real_score, fake_score = self.D(batch.x, y).float(), self.D(fake, y).float()
         loss = d_loss(self.objective, real_score, fake_score)
         gp = torch.zeros(())
         if self.objective == "wgan-gp":
-            gp = gradient_penalty(self.D, batch.x, fake, y, ctx.generator)
+            gp = gradient_penalty(self.D, batch.x, fake, y, ctx.noise)
             loss = loss + self.gp_weight * gp
-        opt = ctx.optimizers["d"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        ctx.backward("d", loss)
         grad = _grad_norm(self.D)
-        opt.step()
+        ctx.optimizers["d"].step()
         squash = (lambda s: s) if self.objective == "wgan-gp" else torch.sigmoid
         return {"loss_d": loss.item(), "d_real": squash(real_score).mean().item(),
                 "d_fake": squash(fake_score).mean().item(), "grad_norm_d": grad, "gp": gp.item()}
@@ -126,12 +127,10 @@ class GAN(Family):
         self.D.requires_grad_(False)
         try:
             with ctx.autocast():
-                loss = g_loss(self.objective, self.D(self.G(self._noise(n, ctx.generator), y), y).float())
-            opt = ctx.optimizers["g"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+                loss = g_loss(self.objective, self.D(self.G(self._noise(n, ctx.noise), y), y).float())
+            ctx.backward("g", loss)
             grad = _grad_norm(self.G)
-            opt.step()
+            ctx.optimizers["g"].step()
         finally:
             self.D.requires_grad_(True)
         return {"loss_g": loss.item(), "grad_norm_g": grad}

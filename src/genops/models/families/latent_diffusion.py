@@ -31,6 +31,7 @@ from genops.models.families.vae import VAE
 from genops.models.likelihoods import reparameterize
 from genops.models.networks.graphs import LatentDecoder, LatentStats
 from genops.models.networks.mlp import MLPDenoiser
+from genops.models.sharding import BatchNoise
 
 
 class LatentDiffusion(Diffusion):
@@ -96,9 +97,9 @@ class LatentDiffusion(Diffusion):
         self.stats.std.copy_((mu.var(0) + var.mean(0)).sqrt().clamp_min(1e-4))
 
     @torch.no_grad()
-    def to_diffusion_space(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+    def to_diffusion_space(self, batch: Batch, noise: BatchNoise | torch.Generator) -> torch.Tensor:
         mu, logvar = self.vae.encoder(batch.x)
-        z = reparameterize(mu.float(), logvar.float(), generator)
+        z = reparameterize(mu.float(), logvar.float(), noise)
         return (z - self.stats.mean) / self.stats.std
 
     def from_diffusion_space(self, x0: torch.Tensor, nets: Mapping[str, Net] | None = None) -> torch.Tensor:

@@ -81,10 +81,8 @@ class PixelCNN(Family):
         with ctx.autocast():
             logits = self.net(batch.x, self.labels_of(batch))
         loss = F.cross_entropy(logits.float(), self.targets(batch.x))  # nats per sub-pixel
-        opt = ctx.optimizers["pixelcnn"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.backward("pixelcnn", loss)
+        ctx.optimizers["pixelcnn"].step()
         return {"loss": loss.item(), "bpd": loss.item() / math.log(2.0)}
 
     def sampling_nets(self) -> dict[str, Net]:

@@ -71,14 +71,12 @@ class VAE(Family):
         y = self.labels_of(batch)
         with ctx.autocast():
             mu, logvar = self.encoder(batch.x, y)
-            z = self.reparameterize(mu.float(), logvar.float(), ctx.generator)
+            z = self.reparameterize(mu.float(), logvar.float(), ctx.noise)
             rec = -self.log_likelihood(batch.x, z, y).mean()
         kl = gaussian_kl(mu.float(), logvar.float()).mean()
         loss = rec + self.beta * kl
-        opt = ctx.optimizers["vae"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.backward("vae", loss)
+        ctx.optimizers["vae"].step()
         return {"loss": loss.item(), "recon_nll": rec.item(), "kl": kl.item()}
 
     def sampling_nets(self) -> dict[str, Net]:

@@ -120,10 +120,8 @@ class VQVAE(Family):
             x_hat = self.decoder(z_q)
         recon = F.mse_loss(x_hat.float(), batch.x)
         loss = recon + codebook + self.beta * commit
-        opt = ctx.optimizers["vq"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.backward("vq", loss)
+        ctx.optimizers["vq"].step()
         if self.quantizer.ema:
             self.quantizer.ema_update(z_e.detach().float(), codes)
         perp, dead = self.quantizer.record_usage(codes)
@@ -141,10 +139,8 @@ class VQVAE(Family):
         with ctx.autocast():
             logits = self.prior(codes, y)
         loss = F.cross_entropy(logits.float(), codes)  # nats per code
-        opt = ctx.optimizers["prior"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        ctx.backward("prior", loss)
+        ctx.optimizers["prior"].step()
         perp, dead = self.quantizer.record_usage(codes)
         vq_loss = (recon + codebook + self.beta * commit).item()
         return {"loss": loss.item(), "vq_loss": vq_loss, "recon_mse": recon.item(), "commit": commit.item(),

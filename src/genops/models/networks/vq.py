@@ -9,6 +9,7 @@ from torch import nn
 from genops.data.spec import DataSpec
 from genops.models.networks.conv import group_norm, level_sizes
 from genops.models.networks.pixelcnn import GatedPixelCNN
+from genops.models.sharding import all_reduce_sum, gather_rows
 
 
 class ResBlock(nn.Module):
@@ -127,8 +128,9 @@ class VectorQuantizer(nn.Module):
         """e_k <- running sum / running count of the encoder outputs assigned to code k."""
         flat = z_e.permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
         idx = codes.reshape(-1)
-        counts = torch.bincount(idx, minlength=self.num_codes).float()
-        sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)
+        # Statistics of the global batch: summed over data-parallel ranks (a no-op in one process).
+        counts = all_reduce_sum(torch.bincount(idx, minlength=self.num_codes).float())
+        sums = all_reduce_sum(torch.zeros_like(self.ema_sum).index_add_(0, idx, flat))
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
@@ -138,6 +140,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def record_usage(self, codes: torch.Tensor) -> tuple[float, int]:
         """Count one training step's codes; returns (perplexity of this batch, dead codes so far)."""
+        codes = gather_rows(codes)  # every rank counts the global batch's codes
         self.updates += 1
         self.last_used[codes.reshape(-1).unique()] = self.updates
         return perplexity(torch.bincount(codes.reshape(-1), minlength=self.num_codes)), self.dead_codes()
@@ -156,7 +159,7 @@ class VectorQuantizer(nn.Module):
         A codebook initialised near zero, far from the encoder's outputs, collapses onto the one entry
         nearest their mean; entries placed on the data start out in use.
         """
-        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
+        flat = gather_rows(z_e.detach()).permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
         if flat.shape[0] >= self.num_codes:
             pick = torch.randperm(flat.shape[0], generator=generator)[: self.num_codes]
         else:
@@ -172,7 +175,7 @@ class VectorQuantizer(nn.Module):
         dead = self.dead_mask().nonzero().squeeze(1)
         if dead.numel() == 0:
             return 0
-        flat = z_e.detach().permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
+        flat = gather_rows(z_e.detach()).permute(0, 2, 3, 1).reshape(-1, self.code_dim).float()
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), generator=generator).to(flat.device)
         self.embedding.data[dead] = flat[pick].to(self.embedding.dtype)
         if self.ema:
