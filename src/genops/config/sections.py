@@ -17,6 +17,9 @@ class DataConfig(Section):
     channels: Literal["auto", 1, 3] = field("auto", "auto (3 only if some image has colour) | 1 | 3")
     test_fraction: float = field(0.2, "share of each class held out as the test split", gt=0, lt=1)
     limit: int | None = field(None, "use at most this many images (seeded subset); null = all", ge=1)
+    in_memory_max_mb: float = field(2048, "prepared splits up to this size are loaded into memory; larger ones are "
+                                          "read memory-mapped, batch by batch (same batches, same results)", ge=0,
+                                    training=False)
 
 
 class ValidationConfig(Section):

@@ -1,7 +1,15 @@
-"""Prepared splits as in-memory tensors: small image datasets never wait on a data loader."""
+"""Prepared splits as tensors: small sets in memory, large ones memory-mapped from the prepared .npz.
+
+Small image datasets never wait on a data loader: the split is one uint8 tensor and a batch is an index
+into it. Above `data.in_memory_max_mb` the split is read memory-mapped instead (pages come from the file
+as batches touch them, and the OS may drop them again), with the same indices, so the same batches and
+bit-identical training; each batch is converted to float on the device's side of a pinned-memory copy.
+"""
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,27 +19,42 @@ import torch
 
 @dataclass
 class ImageSet:
-    """uint8 images N x C x H x W and int64 labels (-1 when unlabeled), kept on one device."""
+    """uint8 images N x C x H x W and int64 labels (-1 when unlabeled).
+
+    In memory, both live on one device. Memory-mapped (`mapped`), the images stay a view of the file on the
+    CPU and `device` is where batches go."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    mapped: bool = False
+    device: torch.device = torch.device("cpu")
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str) -> ImageSet:
-        return ImageSet(self.images.to(device), self.labels.to(device))
+        device = torch.device(device)
+        if self.mapped:
+            return ImageSet(self.images, self.labels, True, device)
+        return ImageSet(self.images.to(device), self.labels.to(device), False, device)
 
     def batch(self, index: torch.Tensor) -> Batch:
-        return Batch(self.images[index].float() / 255.0, self.labels[index])
+        if not self.mapped:
+            return Batch(self.images[index].float() / 255.0, self.labels[index])
+        index = index.cpu()
+        x, y = self.images[index].contiguous(), self.labels[index]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        return Batch(x.float() / 255.0, y)
 
     def head(self, n: int) -> ImageSet:
-        return ImageSet(self.images[:n], self.labels[:n])
+        return ImageSet(self.images[:n], self.labels[:n], self.mapped, self.device)
 
     def batches(self, batch_size: int):
         """Deterministic, in-order batches (for evaluation)."""
         for start in range(0, len(self), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(self)), device=self.images.device)
+            idx = torch.arange(start, min(start + batch_size, len(self)),
+                               device="cpu" if self.mapped else self.images.device)
             yield self.batch(idx)
 
 
@@ -43,8 +66,46 @@ class Batch:
     y: torch.Tensor
 
 
-def load_split(prepared_dir: Path, split: str) -> ImageSet:
-    with np.load(Path(prepared_dir) / f"{split}.npz") as npz:
-        images = torch.from_numpy(np.ascontiguousarray(npz["images"].transpose(0, 3, 1, 2)))
-        labels = torch.from_numpy(npz["labels"].astype(np.int64))
-    return ImageSet(images, labels)
+def split_arrays(prepared_dir: Path, split: str, mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The split's (images N x H x W x C uint8, labels int64) arrays, read whole or memory-mapped."""
+    path = Path(prepared_dir) / f"{split}.npz"
+    if mmap:
+        return npz_member_memmap(path, "images"), npz_member_memmap(path, "labels")
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["images"], npz["labels"]
+
+
+def load_split(prepared_dir: Path, split: str, in_memory_max_mb: float | None = None) -> ImageSet:
+    """The split as an ImageSet: in memory, or memory-mapped when its file exceeds `in_memory_max_mb`."""
+    path = Path(prepared_dir) / f"{split}.npz"
+    mapped = in_memory_max_mb is not None and path.stat().st_size > in_memory_max_mb * 2**20
+    images, labels = split_arrays(prepared_dir, split, mmap=mapped)
+    if mapped:  # a strided N x C x H x W view of the file: no copy
+        return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(np.asarray(labels, np.int64)),
+                        mapped=True)
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+                    torch.from_numpy(labels.astype(np.int64)))
+
+
+def npz_member_memmap(path: Path, key: str) -> np.ndarray:
+    """A copy-on-write memory map of `key` inside an uncompressed .npz.
+
+    Why by hand: np.load ignores mmap_mode for .npz archives. np.savez stores each member uncompressed, so a
+    member is a plain .npy file at a fixed offset; this finds that offset from the zip's local header and maps
+    the array after the .npy header (zip64 extras included, via the local header's extra-field length)."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path}: {key}.npy is compressed and cannot be memory-mapped (write it with np.savez)")
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: no zip local header for {key}.npy")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")

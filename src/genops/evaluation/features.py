@@ -24,7 +24,7 @@ META = "evaluator.json"
 def reference_subset(train: ImageSet, n: int, seed: int) -> torch.Tensor:
     """The fixed real reference images (uint8): a seeded subset of the training split."""
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
-    return train.images[idx.sort().values]
+    return train.images[idx.sort().values].contiguous()
 
 
 def load_evaluator(paths: ProjectPaths) -> tuple[EvaluatorNet, dict]:

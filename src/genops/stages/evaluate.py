@@ -35,7 +35,7 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
     seed_everything(seed, params.train.num_threads)
     device = select_device(params.train.device)
     family = load_bundle(paths.checkpoint(family_name), device)
-    test = load_split(paths.prepared, "test")
+    test = load_split(paths.prepared, "test", params.data.in_memory_max_mb)
     train_info = json.loads((paths.checkpoint(family_name) / "train.json").read_text())
 
     log.info("evaluate %s on %d test images", family_name, len(test))
@@ -47,7 +47,7 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
         log.warning("evaluate %s: %d samples (family budget) against a floor of %d real images: FID/KID are "
                     "biased upwards by the smaller sample", family_name, n_eval, int(emeta["n_eval"]))
     samples = sample_set(family, n_eval, seed, cfg.batch_size)
-    scorer = SampleScorer(net, emeta, load_split(paths.prepared, "train"), cfg)
+    scorer = SampleScorer(net, emeta, load_split(paths.prepared, "train", params.data.in_memory_max_mb), cfg)
     metrics.update(scorer(samples))
     metrics.update(scorer.variants(family))
     metrics["n_samples"] = float(len(samples))

@@ -33,7 +33,8 @@ def evaluator_stage(params: Params, root: Path) -> dict:
     cfg, ecfg = params.evaluator, params.evaluate
     seed = cfg.seed
     seed_everything(seed, params.train.num_threads)
-    train, test = load_split(paths.prepared, "train"), load_split(paths.prepared, "test")
+    limit = params.data.in_memory_max_mb
+    train, test = load_split(paths.prepared, "train", limit), load_split(paths.prepared, "test", limit)
     net = EvaluatorNet(spec, spec.num_classes, cfg.width, cfg.num_features)
     accuracy = None
     if spec.labeled:

@@ -78,9 +78,10 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
         return done
     if tcfg.distributed.world_size > 1 and not launched_by_torchrun():
         return _run_ranks(family_name, params, paths)
-    data = load_split(paths.prepared, "train")
-    log.info("train %s: %d params, %d images, %d steps on %s%s", family_name, family.num_parameters(),
-             len(data), steps, device, f" (rank {shard.rank} of {shard.world})" if shard.active else "")
+    data = load_split(paths.prepared, "train", params.data.in_memory_max_mb)
+    log.info("train %s: %d params, %d images%s, %d steps on %s%s", family_name, family.num_parameters(),
+             len(data), " (memory-mapped)" if data.mapped else "", steps, device,
+             f" (rank {shard.rank} of {shard.world})" if shard.active else "")
     if not shard.is_main:  # the other ranks compute and reduce; rank 0 alone tracks and writes
         family.to(device)
         family.on_train_start(data, loop.batch_size * 2)
@@ -98,8 +99,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
         mlflow.log_params(flatten({"family": cfg.model_dump(mode="json", by_alias=True),
                                    "train": tcfg.model_dump(mode="json"), "seed": params.seed,
                                    "data": params.data.model_dump(mode="json")}))
-        _log_dataset(paths, spec_data)
-        monitor = _collapse_monitor(paths, family)
+        _log_dataset(paths, spec_data, data.mapped)
+        monitor = _collapse_monitor(paths, family, data)
         every = monitor.every if monitor else 0
 
         def on_log(step: int, losses: dict[str, float]) -> None:
@@ -150,14 +151,24 @@ def _write_train_report(paths: ProjectPaths, family_name: str, history: list[dic
     return save_loss_curve(history, folder / "loss_curve.png", f"{family_name} training losses")
 
 
-def _log_dataset(paths: ProjectPaths, spec_data: dict) -> None:
-    """Record the training split as an MLflow dataset input (name, digest, source)."""
-    import mlflow
-    import numpy as np
+def _log_dataset(paths: ProjectPaths, spec_data: dict, mapped: bool) -> None:
+    """Record the training split as an MLflow dataset input (name, digest, source).
 
-    with np.load(paths.prepared / "train.npz") as npz:
-        ds = mlflow.data.from_numpy(npz["images"], targets=npz["labels"], source=str(paths.prepared),
-                                    name=f"{spec_data['source']}@{spec_data['data_hash']}")
+    A memory-mapped split is recorded by its metadata, with our full-content data hash as the digest: MLflow's
+    numpy digest flattens (copies) the whole array, which is what mapping avoids."""
+    import mlflow
+
+    from genops.data.tensors import split_arrays
+
+    name = f"{spec_data['source']}@{spec_data['data_hash']}"
+    if mapped:
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        ds = MetaDataset(resolve_dataset_source(str(paths.prepared)), name=name, digest=spec_data["data_hash"])
+    else:
+        images, labels = split_arrays(paths.prepared, "train")
+        ds = mlflow.data.from_numpy(images, targets=labels, source=str(paths.prepared), name=name)
     mlflow.log_input(ds, context="training")
 
 
@@ -227,7 +238,7 @@ def _up_to_date(paths: ProjectPaths, family_name: str, meta: dict) -> TrainStage
                             info["wall_s"], info.get("resumed_from", 0))
 
 
-def _collapse_monitor(paths: ProjectPaths, family):
+def _collapse_monitor(paths: ProjectPaths, family, train_set):
     """A CollapseMonitor in evaluator features when the family asks for one, else None."""
     settings = family.monitor_settings()
     if settings is None:
@@ -237,7 +248,7 @@ def _collapse_monitor(paths: ProjectPaths, family):
 
     net, meta = load_evaluator(paths)
     labeled = meta["kind"] == "classifier"
-    reference = reference_subset(load_split(paths.prepared, "train"), settings.samples, 7)
+    reference = reference_subset(train_set, settings.samples, 7)
     return CollapseMonitor(family, lambda x: features_and_probs(net, x, labeled),
                            features_and_probs(net, reference, labeled)[0], every=settings.every,
                            n_samples=settings.samples, min_recall=settings.min_recall, min_modes=settings.min_modes)
