@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 
-from genops.commands import as_output, build_parser, run_command
+from genops.commands import as_output, build_parser, run_command, with_profile
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -19,10 +19,15 @@ def _configure_logging(quiet: bool) -> None:
 def _run(args) -> object:
     if args.command == "pipeline":
         from genops.config import project_root
+        from genops.errors import GenopsError
         from genops.orchestration.flow import run_pipeline
 
+        if args.profile and args.smoke:
+            raise GenopsError("--profile and --smoke are exclusive: a smoke run has its own tiny sizes")
         families = args.families.split(",") if args.families else None
-        return run_pipeline(project_root(), families=families, smoke=args.smoke, overrides=args.overrides,
+        root = project_root()
+        return run_pipeline(root, families=families, smoke=args.smoke,
+                            overrides=with_profile(root, args.profile, args.overrides),
                             shared_tracking=args.shared_tracking)
     return as_output(run_command(args))
 

@@ -57,10 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--families", default=None, help="comma-separated subset of params.yaml `families`")
     sp.add_argument("--smoke", action="store_true",
                     help="tiny sizes in a scratch workspace (.genops/smoke): checks data and setup in minutes")
+    sp.add_argument("--profile", default=None, metavar="NAME",
+                    help="apply the params.yaml `profiles:` entry NAME (e.g. gpu) before --set, writing it into "
+                         "params.yaml as --set does")
     sp.add_argument("--shared-tracking", action="store_true",
                     help="with --smoke: log and register in MLFLOW_TRACKING_URI (the team server) as genops-smoke-* "
                          "instead of a scratch store")
     sp = add("params", "print the resolved configuration (schema defaults + params.yaml + --set) as YAML")
+    sp.add_argument("--profile", default=None, metavar="NAME", help="with the `profiles:` entry NAME applied")
     sp.add_argument("--template", action="store_true",
                     help="print the defaults as a commented params.yaml instead (the file this project ships)")
     sp = sub.add_parser("stack", help="the team stack on this host: PostgreSQL, S3 (SeaweedFS), MLflow and Prefect "
@@ -100,7 +104,9 @@ def run_command(args: argparse.Namespace) -> object:
     if args.command == "params":
         from genops.config.template import render_template, render_values
 
-        return render_template() if args.template else render_values(load_params(root, args.overrides))
+        if args.template:
+            return render_template()
+        return render_values(load_params(root, with_profile(root, args.profile, args.overrides)))
     params = load_params(root, args.overrides)
     if args.command == "prepare":
         from genops.stages.prepare import prepare_stage
@@ -131,6 +137,16 @@ def run_command(args: argparse.Namespace) -> object:
 
         return run_family_stage(args.command, args.family, params, root)
     raise AssertionError(args.command)
+
+
+def with_profile(root: Path, profile: str | None, overrides: list[str]) -> list[str]:
+    """The `--profile` entry's overrides followed by the user's `--set` ones (which win)."""
+    if not profile:
+        return list(overrides)
+    from genops.config import load_params
+    from genops.config.loading import profile_overrides
+
+    return [*profile_overrides(load_params(root), profile), *overrides]
 
 
 def _stack(args: argparse.Namespace) -> object:

@@ -38,7 +38,7 @@ def test_params_yaml_holds_every_key_with_the_schema_default_and_a_comment():
             continue
         if not key.group(1):
             section = key.group(2)
-        if section in ("smoke", "stacked") and key.group(1):
+        if section in ("smoke", "stacked", "profiles") and key.group(1):
             continue  # entries of a mapping (family -> base, dotted overrides), documented by its comment
         commented = "#" in line or lines[i - 1].strip().startswith("#")
         assert commented, f"params.yaml line {i + 1} has no comment: {line!r}"
@@ -125,3 +125,18 @@ def test_genops_params_prints_the_resolved_configuration(tmp_path):
     resolved = yaml.safe_load(out)
     assert resolved["train"]["steps"] == 3 and resolved["wgan-gp"]["n_critic"] == 5
     assert dump(validate(resolved, "printed")) == resolved
+
+
+def test_a_profile_applies_as_overrides_the_users_set_wins_and_a_bad_one_is_named(tmp_path):
+    from genops.commands import with_profile
+    from genops.config import load_params
+
+    params = load_params(PROJECT, with_profile(PROJECT, "gpu", ["train.steps=7"]))
+    assert params.diffusion.widths == [64, 128, 256] and params.train.compile and params.train.steps == 7
+    with pytest.raises(GenopsError, match="--profile tpu: no such profile"):
+        with_profile(PROJECT, "tpu", [])
+    raw = read_raw(PROJECT)
+    raw["profiles"] = {"big": {"train.stpes": 5}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(GenopsError, match=r"profile `big` does not apply cleanly(.|\n)*train.stpes: unknown key"):
+        load_params(tmp_path)

@@ -108,11 +108,24 @@ def load_params(root: Path | None = None, overrides: list[str] | dict[str, Any] 
 
 
 def check_smoke(params: Params, source: str) -> None:
-    """The `smoke:` overrides must name real keys with valid values, like everything else."""
+    """The `smoke:` and `profiles:` overrides must name real keys with valid values, like everything else."""
     try:
         smoke_params(params)
     except GenopsError as exc:
         raise GenopsError(f"{source}: the `smoke:` section does not apply cleanly:\n{exc}") from None
+    for name, overrides in params.profiles.items():
+        try:  # against the schema defaults: a profile is checked in full where it is applied (--profile)
+            validate(apply_overrides(dump(Params()), overrides), f"profiles.{name}")
+        except GenopsError as exc:
+            raise GenopsError(f"{source}: profile `{name}` does not apply cleanly:\n{exc}") from None
+
+
+def profile_overrides(params: Params, name: str) -> list[str]:
+    """`--profile NAME` as `--set key=value` overrides (the user's own --set come after and win)."""
+    if name not in params.profiles:
+        raise GenopsError(f"--profile {name}: no such profile in params.yaml `profiles` "
+                          f"({', '.join(params.profiles) or 'none'})")
+    return [f"{k}={json.dumps(v)}" for k, v in params.profiles[name].items()]
 
 
 def smoke_params(params: Params) -> Params:

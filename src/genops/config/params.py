@@ -47,6 +47,27 @@ SMOKE = {
     "versioning.commit": False,
 }
 
+# `genops pipeline --profile gpu`: sizes for one modern GPU (about an hour for every family on one H200-class
+# card): wider networks, 10x the steps, larger batches and full-size evaluation budgets.
+GPU_PROFILE = {
+    "train.device": "cuda", "train.steps": 20000, "train.batch_size": 128, "train.checkpoint_every": 1000,
+    "train.log_every": 100, "train.compile": True, "train.channels_last": True,
+    "evaluator.steps": 3000, "evaluator.width": 64, "evaluate.batch_size": 1024,
+    "evaluate.n_samples": 5000, "evaluate.n_reference": 10000, "evaluate.kid_subsets": 100,
+    "evaluate.kid_subset_size": 1000, "evaluate.grid_size": 100, "evaluate.variant_samples": 1000,
+    "evaluate.speed_samples": 4096, "evaluate.iw_samples": 512, "evaluate.nll_subset": 2000,
+    "autoencoder.widths": [64, 128, 256], "vae.widths": [64, 128, 256],
+    "gan.widths": [64, 128, 256], "gan.monitor_every": 1000, "gan.monitor_samples": 1024,
+    "wgan-gp.widths": [64, 128, 256], "wgan-gp.monitor_every": 2500, "wgan-gp.monitor_samples": 1024,
+    "diffusion.widths": [64, 128, 256], "diffusion.blocks_per_level": 2, "diffusion.dropout": 0.1,
+    "diffusion.steps_scale": 1.0, "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
+    "diffusion.eval_steps": [10, 25, 50, 100, 250],
+    "latent-diffusion.width": 512, "latent-diffusion.blocks": 6,
+    "pixelcnn.hidden": 128, "pixelcnn.layers": 12, "pixelcnn.steps_scale": 1.0,
+    "pixelcnn.evaluate": {"n_samples": 2000, "speed_samples": 512},
+    "vqvae.widths": [64, 128], "vqvae.prior_hidden": 128, "vqvae.prior_layers": 12, "vqvae.codebook_size": 256,
+}
+
 
 def attribute(family: str) -> str:
     """The Python attribute of a family section (`wgan-gp` -> `wgan_gp`); the YAML key stays the family name."""
@@ -127,6 +148,8 @@ def _build_params_model() -> type[ParamsHead]:
         "schedule": (ScheduleConfig, field(ScheduleConfig(), "scheduled retraining")),
         "smoke": (dict[str, Any], field(SMOKE, "`genops pipeline --smoke`: these overrides, applied in a scratch "
                                         "workspace, shrink every size")),
+        "profiles": (dict[str, dict[str, Any]], field({"gpu": GPU_PROFILE}, "`genops pipeline --profile NAME`: "
+                     "named overrides written into params.yaml before the run (like --set), e.g. sizes for a GPU")),
         "orchestration": (OrchestrationConfig, field(OrchestrationConfig(), "how the Prefect flow runs stages")),
     }
     for name, entry in FAMILIES.items():

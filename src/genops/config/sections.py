@@ -74,6 +74,9 @@ class TrainConfig(Section):
     num_threads: int | None = field(None, "torch CPU threads (null = torch default)", ge=1)
     max_loss: float = field(1.0e8, "|loss| above this, or NaN, fails the run as diverged", gt=0)
     progress: bool = field(True, "show progress bars", training=False)
+    compile: bool = field(False, "torch.compile every network (CUDA only; worth it for long runs)", training=False)
+    channels_last: bool = field(False, "channels-last memory format for conv networks and batches (CUDA only)",
+                                training=False)
     distributed: DistributedConfig = field(DistributedConfig(), "data-parallel training over processes or GPUs",
                                            training=False)
 

@@ -68,7 +68,12 @@ def _section(model: Section, indent: int, lines: list[str]) -> None:
             lines.append("")
             lines += _comment(desc, indent)
             lines.append(f"{pad}{key}:")
-            lines += [f"{pad}  {k}: {_scalar(v)}" for k, v in values[key].items()]
+            for k, v in values[key].items():  # one level of named override sets (`profiles:`) stays in blocks
+                if isinstance(v, dict) and v and all(isinstance(x, str) and "." in x for x in v):
+                    lines.append(f"{pad}  {k}:")
+                    lines += [f"{pad}    {k2}: {_scalar(v2)}" for k2, v2 in v.items()]
+                else:
+                    lines.append(f"{pad}  {k}: {_scalar(v)}")
         else:
             text = f"{pad}{key}: {_scalar(values[key])}"
             if indent == 0:

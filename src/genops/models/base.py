@@ -103,7 +103,8 @@ class Family(ABC):
 
     @abstractmethod
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
-        """One update (backward and optimiser steps included); returns scalar losses to log."""
+        """One update (backward and optimiser steps included); returns scalar losses to log: 0-d tensors left on
+        the device (the loop reads them at logging intervals, avoiding a host sync per step) or floats."""
 
     def on_train_start(self, train: ImageSet, batch_size: int) -> None:
         """Fits from the data that training needs first (e.g. latent standardisation statistics)."""

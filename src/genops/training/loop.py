@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from genops.data.tensors import ImageSet
+from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError, TrainingDiverged
 from genops.models.base import Family, StepContext
 from genops.models.sharding import SINGLE, Shard, sync_batch_norm
@@ -41,6 +41,8 @@ class LoopSettings:
     seed: int
     max_loss: float  # a loss beyond this counts as divergence
     progress: bool
+    compile: bool = False  # CUDA only: torch.compile every network in place
+    channels_last: bool = False  # CUDA only: channels-last networks and batches
 
 
 @dataclass
@@ -80,6 +82,7 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
     if shard.active:
         for net in family.networks().values():
             sync_batch_norm(net, device)
+    _cuda_options(family, device, cfg)
     data = data.to(device)
     optimizers = family.make_optimizers(cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed + 17)
@@ -99,17 +102,29 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
                          f"{shard.world} ranks (train.batch_size must be a multiple of the number of processes)")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {family.name}",
                disable=not cfg.progress or not shard.is_main, mininterval=1.0, dynamic_ncols=True)
+    # Losses stay on the device until a logging interval, then come over in one copy: no per-step host sync on
+    # CUDA. On CPU (and across ranks, which average every step) each step is read at once, as before.
+    read_every = cfg.log_every if device.type == "cuda" and not shard.active else 1
+    pending: list[dict] = []
+    losses: dict[str, float] = {}
     for step in bar:
         batch = data.batch(shard.local(schedule.indices(step)))
-        losses = family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator, shard))
-        losses = shard.mean(losses)
-        bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
-        if bad:
-            raise TrainingDiverged(f"{family.name}: training diverged at step {step + 1}: "
-                                   + ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
-                                   + f" (limit |loss| <= {cfg.max_loss:g}); nothing will be registered")
-        history.append({"step": step + 1, **losses})
+        if cfg.channels_last and device.type == "cuda" and batch.x.dim() == 4:
+            batch = Batch(batch.x.contiguous(memory_format=torch.channels_last), batch.y)
+        pending.append(family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator,
+                                                            shard)))
         done = step + 1
+        if done % read_every and done % cfg.checkpoint_every and done != cfg.steps:
+            continue
+        for at, raw in zip(range(done - len(pending) + 1, done + 1), _on_host(pending), strict=True):
+            losses = shard.mean(raw)
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v) or abs(v) > cfg.max_loss}
+            if bad:
+                raise TrainingDiverged(f"{family.name}: training diverged at step {at}: "
+                                       + ", ".join(f"{k}={v:.4g}" for k, v in bad.items())
+                                       + f" (limit |loss| <= {cfg.max_loss:g}); nothing will be registered")
+            history.append({"step": at, **losses})
+        pending = []
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             spent = prior_seconds + time.perf_counter() - t0
             if shard.is_main:
@@ -123,3 +138,26 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
     total = prior_seconds + time.perf_counter() - t0  # a resumed run reports the whole run's speed
     family.train_mode(False)
     return TrainResult(history, cfg.steps, start, total, cfg.steps * schedule.batch_size / total if total else 0.0)
+
+
+def _on_host(pending: list[dict]) -> list[dict[str, float]]:
+    """Each pending step's losses as floats (tensors or numbers), with one device-to-host copy per device."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for losses in pending:
+        for v in losses.values():
+            if isinstance(v, torch.Tensor):
+                by_device.setdefault(v.device, []).append(v.detach().reshape(()).double())
+    values = {d: iter(torch.stack(ts).tolist()) for d, ts in by_device.items()}
+    return [{k: next(values[v.device]) if isinstance(v, torch.Tensor) else float(v) for k, v in losses.items()}
+            for losses in pending]
+
+
+def _cuda_options(family: Family, device: torch.device, cfg: LoopSettings) -> None:
+    """channels-last and torch.compile (in place, so state-dict keys stay the plain ones) on CUDA."""
+    if device.type != "cuda":
+        return
+    for net in family.networks().values():
+        if cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            net.compile()

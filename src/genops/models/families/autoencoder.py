@@ -63,7 +63,7 @@ class Autoencoder(Family):
         loss = (x_hat.float() - batch.x).pow(2).mean()
         ctx.backward("ae", loss)
         ctx.optimizers["ae"].step()
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def on_train_end(self, train: ImageSet, batch_size: int) -> None:

@@ -146,7 +146,7 @@ class Diffusion(Family):
                                               float("inf"))
         opt.step()
         self.ema.update_parameters(self.net)
-        return {"loss": loss.item(), "grad_norm": float(grad)}
+        return {"loss": loss.detach(), "grad_norm": grad.detach()}
 
     def flops_per_image(self) -> float:
         """FLOPs of one training step per image: 3x a counted forward pass (backward is about twice forward)."""

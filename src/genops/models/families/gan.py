@@ -57,9 +57,10 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def _grad_norm(module: nn.Module) -> float:
+def _grad_norm(module: nn.Module) -> torch.Tensor | float:
+    """The gradients' total 2-norm, left on the device (the training loop reads it at logging intervals)."""
     norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
+    return torch.stack(norms).norm().detach() if norms else 0.0
 
 
 class GAN(Family):
@@ -119,8 +120,8 @@ class GAN(Family):
         grad = _grad_norm(self.D)
         ctx.optimizers["d"].step()
         squash = (lambda s: s) if self.objective == "wgan-gp" else torch.sigmoid
-        return {"loss_d": loss.item(), "d_real": squash(real_score).mean().item(),
-                "d_fake": squash(fake_score).mean().item(), "grad_norm_d": grad, "gp": gp.item()}
+        return {"loss_d": loss.detach(), "d_real": squash(real_score).mean().detach(),
+                "d_fake": squash(fake_score).mean().detach(), "grad_norm_d": grad, "gp": gp.detach()}
 
     def g_step(self, n: int, ctx: StepContext, y: torch.Tensor | None) -> dict[str, float]:
         """One generator update through a frozen D; D's weights are not touched."""
@@ -133,7 +134,7 @@ class GAN(Family):
             ctx.optimizers["g"].step()
         finally:
             self.D.requires_grad_(True)
-        return {"loss_g": loss.item(), "grad_norm_g": grad}
+        return {"loss_g": loss.detach(), "grad_norm_g": grad}
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         out = self.d_step(batch, ctx)

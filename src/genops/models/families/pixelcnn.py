@@ -83,7 +83,7 @@ class PixelCNN(Family):
         loss = F.cross_entropy(logits.float(), self.targets(batch.x))  # nats per sub-pixel
         ctx.backward("pixelcnn", loss)
         ctx.optimizers["pixelcnn"].step()
-        return {"loss": loss.item(), "bpd": loss.item() / math.log(2.0)}
+        return {"loss": loss.detach(), "bpd": loss.detach().double() / math.log(2.0)}
 
     def sampling_nets(self) -> dict[str, Net]:
         return {"pixelcnn": self.net}

@@ -77,7 +77,7 @@ class VAE(Family):
         loss = rec + self.beta * kl
         ctx.backward("vae", loss)
         ctx.optimizers["vae"].step()
-        return {"loss": loss.item(), "recon_nll": rec.item(), "kl": kl.item()}
+        return {"loss": loss.detach(), "recon_nll": rec.detach(), "kl": kl.detach()}
 
     def sampling_nets(self) -> dict[str, Net]:
         return {"sampler": NoiseToImage(self.decoder, first_output=True)}

@@ -127,7 +127,7 @@ class VQVAE(Family):
         perp, dead = self.quantizer.record_usage(codes)
         if self.reset and dead:
             self.quantizer.reset_dead(z_e.float(), ctx.generator)
-        return {"loss": loss.item(), "vq_loss": loss.item(), "recon_mse": recon.item(), "commit": commit.item(),
+        return {"loss": loss.detach(), "vq_loss": loss.detach(), "recon_mse": recon.detach(), "commit": commit.detach(),
                 "perplexity": perp, "dead_codes": float(dead), "prior_nll_bpc": 0.0, "phase": 0.0}
 
     def _prior_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
@@ -142,9 +142,9 @@ class VQVAE(Family):
         ctx.backward("prior", loss)
         ctx.optimizers["prior"].step()
         perp, dead = self.quantizer.record_usage(codes)
-        vq_loss = (recon + codebook + self.beta * commit).item()
-        return {"loss": loss.item(), "vq_loss": vq_loss, "recon_mse": recon.item(), "commit": commit.item(),
-                "perplexity": perp, "dead_codes": float(dead), "prior_nll_bpc": loss.item() / math.log(2.0),
+        vq_loss = (recon + codebook + self.beta * commit).detach()
+        return {"loss": loss.detach(), "vq_loss": vq_loss, "recon_mse": recon.detach(), "commit": commit.detach(),
+                "perplexity": perp, "dead_codes": float(dead), "prior_nll_bpc": loss.detach().double() / math.log(2.0),
                 "phase": 1.0}
 
     def sampling_nets(self) -> dict[str, Net]:
