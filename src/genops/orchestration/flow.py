@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import allow_failure, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -167,11 +167,15 @@ def _run_waves(workspace: str, families: list[str], root_run: str | None, in_pro
 def _run_dag(workspace: str, families: list[str], root_run: str | None, threads: int) -> tuple[list, dict]:
     """Every stage submitted at once, each waiting only for its own upstream stages (Prefect wait_for)."""
     log = get_run_logger()
-    futures, upstream = {}, {}
+    futures, upstream, family_of = {}, {}, {}
     for stage, ups in stage_dag(Path(workspace), families):
         upstream[stage.name] = [u for u in ups if u in futures]
-        futures[stage.name] = run_stage_if_changed.submit(workspace, stage, root_run, threads,
-                                                          wait_for=[futures[u] for u in upstream[stage.name]])
+        family_of[stage.name] = stage.family
+        # A shared stage after the families (compare) runs with whichever families succeeded, as the local
+        # runner's last wave does: a failed family stops only its own downstream stages.
+        waits = [allow_failure(futures[u]) if stage.family is None and family_of[u] else futures[u]
+                 for u in upstream[stage.name]]
+        futures[stage.name] = run_stage_if_changed.submit(workspace, stage, root_run, threads, wait_for=waits)
     records: list[dict] = []
     failed: dict[str, str] = {}
     not_run: set[str] = set()  # stages skipped because an upstream stage failed
@@ -179,7 +183,8 @@ def _run_dag(workspace: str, families: list[str], root_run: str | None, threads:
         try:
             records.append(fut.result())
         except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
-            blocked = [u for u in upstream[name] if u in failed or u in not_run]
+            blocked = [u for u in upstream[name] if (u in failed or u in not_run)
+                       and not (family_of[name] is None and family_of[u])]
             if blocked:
                 not_run.add(name)
                 records.append({"stage": name, "status": f"not run (upstream {blocked[0]} failed)"})

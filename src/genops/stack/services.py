@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from genops.errors import GenopsError
+from genops.executables import console_script
 from genops.stack.layout import (
     DB_USER,
     DVC_BUCKET,
@@ -38,8 +39,7 @@ PG_BINDIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/b
 
 def _bin(name: str) -> str:
     """A console script of this environment (mlflow, prefect, weed), else from PATH."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
+    found = console_script(name)
     if not found:
         raise GenopsError(f"`{name}` not found: install the stack extra (pip install -e '.[stack]')")
     return found

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from genops.errors import GenopsError
+from genops.executables import console_script
 
 _THREAD_LOCK = threading.Lock()
 
@@ -39,8 +38,7 @@ def dvc(root: Path, *args: str) -> str:
 
 
 def dvc_exe() -> str:
-    here = Path(sys.executable).parent / "dvc"
-    return str(here) if here.exists() else (shutil.which("dvc") or "dvc")
+    return console_script("dvc") or "dvc"
 
 
 def remote_configured(root: Path) -> bool:
