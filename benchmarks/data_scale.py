@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -105,13 +106,33 @@ def run_size(name: str, source: Path | str, work: Path, env: dict, extra_train: 
 
 
 def _peak(cmd: list[str], cwd: Path, env: dict) -> dict:
+    """Wall time and memory of one command: its peak RSS (os.wait4), and the peaks of its anonymous memory (what
+    it holds) and of its file-backed pages (memory-mapped data: page cache the kernel can drop), polled."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.1):
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                return
+            for key in peaks:
+                if f"{key}:" in status:
+                    peaks[key] = max(peaks[key], int(status.split(f"{key}:")[1].split()[0]))
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    stop.set()
+    watcher.join()
     err = proc.stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "peak_anon_mb": round(peaks["RssAnon"] / 1024, 1), "peak_file_backed_mb": round(peaks["RssFile"] / 1024, 1)}
 
 
 def made(kind: str, path: Path) -> Path | None:

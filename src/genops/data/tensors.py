@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,25 @@ class ImageSet:
 
     def head(self, n: int) -> ImageSet:
         return ImageSet(self.images[:n], self.labels[:n], self.mapped, self.device)
+
+    def map_batches(self, batch_size: int, fn: Callable[[Batch], torch.Tensor | tuple[torch.Tensor, ...]]
+                    ) -> tuple[torch.Tensor, ...]:
+        """fn over the in-order batches, its outputs written into tensors preallocated for the whole set.
+
+        Why not a list and torch.cat: thousands of small per-batch results kept alive between each forward
+        pass's large temporaries pin the allocator's heap (measured: 1 GB of anonymous memory for 16 MB of
+        results), which at a million images costs gigabytes."""
+        outs: tuple[torch.Tensor, ...] = ()
+        start = 0
+        for b in self.batches(batch_size):
+            res = fn(b)
+            res = res if isinstance(res, tuple) else (res,)
+            if not outs:
+                outs = tuple(torch.empty((len(self), *r.shape[1:]), dtype=r.dtype, device=r.device) for r in res)
+            for out, r in zip(outs, res, strict=True):
+                out[start: start + r.shape[0]] = r
+            start += res[0].shape[0]
+        return outs
 
     def batches(self, batch_size: int):
         """Deterministic, in-order batches (for evaluation)."""

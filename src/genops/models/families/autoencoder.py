@@ -69,7 +69,7 @@ class Autoencoder(Family):
     def on_train_end(self, train: ImageSet, batch_size: int) -> None:
         """Fit N(m, S) to the training latents (float64 for a stable Cholesky)."""
         self.train_mode(False)
-        z = torch.cat([self.encoder(b.x) for b in train.to(self.device).batches(batch_size)]).double()
+        z = train.to(self.device).map_batches(batch_size, lambda b: self.encoder(b.x))[0].double()
         mean = z.mean(0)
         cov = torch.cov(z.T) + 1e-6 * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
         self.latent.mean.copy_(mean.float())

@@ -87,12 +87,11 @@ class LatentDiffusion(Diffusion):
     @torch.no_grad()
     def on_train_start(self, train: ImageSet, batch_size: int) -> None:
         """Standardise latents: mean and std of q(z | x) over the training images (law of total variance)."""
-        mus, variances = [], []
-        for batch in train.to(self.device).batches(batch_size):
+        def moments(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
             mu, logvar = self.vae.encoder(batch.x)
-            mus.append(mu.float())
-            variances.append(logvar.float().exp())
-        mu, var = torch.cat(mus), torch.cat(variances)
+            return mu.float(), logvar.float().exp()
+
+        mu, var = train.to(self.device).map_batches(batch_size, moments)
         self.stats.mean.copy_(mu.mean(0))
         self.stats.std.copy_((mu.var(0) + var.mean(0)).sqrt().clamp_min(1e-4))
 
