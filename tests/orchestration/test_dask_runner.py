@@ -32,4 +32,4 @@ def test_dask_runner_runs_the_graph_per_stage_and_leaves_dvc_clean(tmp_path):
     by_stage = {r["stage"]: r["status"] for r in status["stages"]}
     assert by_stage["train@vae"] == "failed" and by_stage["evaluate@vae"].startswith("not run")
     assert by_stage["register@autoencoder"] == "ran"
-    assert by_stage["compare"] == "ran"  # the comparison goes on with the families that succeeded
+    assert by_stage["compare"] == "ran", proc.stderr[-3000:]  # the comparison goes on with the families that succeeded

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from prefect import allow_failure, flow, get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -165,26 +165,31 @@ def _run_waves(workspace: str, families: list[str], root_run: str | None, in_pro
 
 
 def _run_dag(workspace: str, families: list[str], root_run: str | None, threads: int) -> tuple[list, dict]:
-    """Every stage submitted at once, each waiting only for its own upstream stages (Prefect wait_for)."""
+    """Every stage submitted at once, each waiting only for its own upstream stages (Prefect wait_for).
+
+    A shared stage after the families (compare) is submitted once the family stages have finished, whatever
+    their outcome, so it runs with the families that succeeded, as the local runner's last wave does: a failed
+    family stops only its own downstream stages."""
     log = get_run_logger()
-    futures, upstream, family_of = {}, {}, {}
+    futures, upstream, family_of, after_families = {}, {}, {}, []
     for stage, ups in stage_dag(Path(workspace), families):
-        upstream[stage.name] = [u for u in ups if u in futures]
+        upstream[stage.name] = [u for u in ups if u in futures or u in family_of]
         family_of[stage.name] = stage.family
-        # A shared stage after the families (compare) runs with whichever families succeeded, as the local
-        # runner's last wave does: a failed family stops only its own downstream stages.
-        waits = [allow_failure(futures[u]) if stage.family is None and family_of[u] else futures[u]
-                 for u in upstream[stage.name]]
-        futures[stage.name] = run_stage_if_changed.submit(workspace, stage, root_run, threads, wait_for=waits)
+        if stage.family is None and any(family_of[u] for u in upstream[stage.name]):
+            after_families.append(stage)
+            continue
+        futures[stage.name] = run_stage_if_changed.submit(workspace, stage, root_run, threads,
+                                                          wait_for=[futures[u] for u in upstream[stage.name]])
     records: list[dict] = []
     failed: dict[str, str] = {}
     not_run: set[str] = set()  # stages skipped because an upstream stage failed
-    for name, fut in futures.items():
+
+    def collect(name: str, fut, ignore_families: bool) -> None:
         try:
             records.append(fut.result())
         except Exception as exc:  # noqa: BLE001 - recorded, then re-raised at the end
             blocked = [u for u in upstream[name] if (u in failed or u in not_run)
-                       and not (family_of[name] is None and family_of[u])]
+                       and not (ignore_families and family_of[u])]
             if blocked:
                 not_run.add(name)
                 records.append({"stage": name, "status": f"not run (upstream {blocked[0]} failed)"})
@@ -192,6 +197,16 @@ def _run_dag(workspace: str, families: list[str], root_run: str | None, threads:
                 failed[name] = str(exc)
                 records.append({"stage": name, "status": "failed"})
                 log.error("%s failed: %s", name, exc)
+
+    for name, fut in futures.items():
+        collect(name, fut, False)
+    for stage in after_families:
+        shared_failed = [u for u in upstream[stage.name] if family_of[u] is None and (u in failed or u in not_run)]
+        if shared_failed:
+            not_run.add(stage.name)
+            records.append({"stage": stage.name, "status": f"not run (upstream {shared_failed[0]} failed)"})
+            continue
+        collect(stage.name, run_stage_if_changed.submit(workspace, stage, root_run, threads), True)
     return records, failed
 
 
