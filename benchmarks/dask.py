@@ -1,8 +1,9 @@
 """Stage fan-out timings -> benchmarks/dask.json: the smoke pipeline of four families (autoencoder, vae, gan,
 wgan-gp) with the local runner, and with Dask LocalClusters of 1 and 2 workers (one torch thread per stage),
 each in a fresh clone. Run: `.venv/bin/python benchmarks/dask.py` (smoke sizes, all three configurations) or
-`--full --configs dask_1_worker,dask_2_workers` (default sizes: about half an hour per configuration on 2 CPU
-cores). Results are kept per size in benchmarks/dask.json."""
+`--full --configs dask_1_worker,dask_2_workers` (default sizes: a 1-worker run had not finished after 35
+minutes on 2 CPU cores, so budget an hour or more per configuration). Results are kept per size in
+benchmarks/dask.json."""
 
 from __future__ import annotations
 
