@@ -132,7 +132,7 @@ def test_a_profile_applies_as_overrides_the_users_set_wins_and_a_bad_one_is_name
     from genops.config import load_params
 
     params = load_params(PROJECT, with_profile(PROJECT, "gpu", ["train.steps=7"]))
-    assert params.diffusion.widths == [64, 128, 256] and params.train.compile and params.train.steps == 7
+    assert params.diffusion.widths == [64, 128, 256] and params.train.channels_last and params.train.steps == 7
     with pytest.raises(GenopsError, match="--profile tpu: no such profile"):
         with_profile(PROJECT, "tpu", [])
     raw = read_raw(PROJECT)

@@ -48,10 +48,11 @@ SMOKE = {
 }
 
 # `genops pipeline --profile gpu`: sizes for one modern GPU (about an hour for every family on one H200-class
-# card): wider networks, 10x the steps, larger batches and full-size evaluation budgets.
+# card): wider networks, 10x the steps, larger batches and full-size evaluation budgets. train.compile stays off
+# until benchmarks/gpu_check.sh has shown torch.compile working on the card (it checks diffusion compiled).
 GPU_PROFILE = {
     "train.device": "cuda", "train.steps": 20000, "train.batch_size": 128, "train.checkpoint_every": 1000,
-    "train.log_every": 100, "train.compile": True, "train.channels_last": True,
+    "train.log_every": 100, "train.channels_last": True,
     "evaluator.steps": 3000, "evaluator.width": 64, "evaluate.batch_size": 1024,
     "evaluate.n_samples": 5000, "evaluate.n_reference": 10000, "evaluate.kid_subsets": 100,
     "evaluate.kid_subset_size": 1000, "evaluate.grid_size": 100, "evaluate.variant_samples": 1000,
