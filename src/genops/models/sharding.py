@@ -4,7 +4,9 @@ torchrun starts one process per rank. Each takes its rows of the step's global b
 of the *global* batch and keeps its own rows (so n processes see exactly the draws one would), and
 averages gradients with the others after every backward pass. Everything else a family decides from
 data — VQ-VAE codebook statistics, which codes to restart, batch-norm statistics — is reduced over
-the ranks with the helpers below, so every rank holds the same weights at every step.
+the ranks with the helpers below, so every rank holds the same weights at every step. Not covered: dropout
+masks come from each rank's global torch generator (seeded alike), so they are valid but not the masks one
+process would draw (the default models use no dropout; the GPU profile's diffusion does).
 
 Why not `DistributedDataParallel`: families run several forward passes per backward (a GAN's
 discriminator on the real and the fake batch, a frozen discriminator in the generator step) and
