@@ -127,20 +127,17 @@ class BatchNoise:
     def __init__(self, generator: torch.Generator | None, shard: Shard = SINGLE) -> None:
         self.generator, self.shard = generator, shard
 
-    def _rows(self, full: torch.Tensor, n: int) -> torch.Tensor:
-        return full[self.shard.rank * n: (self.shard.rank + 1) * n] if self.shard.active else full
-
     def _global(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0] * self.shard.world, *shape[1:]) if self.shard.active else shape
 
     def randn(self, *shape: int) -> torch.Tensor:
-        return self._rows(torch.randn(self._global(shape), generator=self.generator), shape[0])
+        return self.shard.local(torch.randn(self._global(shape), generator=self.generator))
 
     def rand(self, *shape: int) -> torch.Tensor:
-        return self._rows(torch.rand(self._global(shape), generator=self.generator), shape[0])
+        return self.shard.local(torch.rand(self._global(shape), generator=self.generator))
 
     def randint(self, high: int, *shape: int) -> torch.Tensor:
-        return self._rows(torch.randint(0, high, self._global(shape), generator=self.generator), shape[0])
+        return self.shard.local(torch.randint(0, high, self._global(shape), generator=self.generator))
 
 
 def batch_noise(source: torch.Generator | BatchNoise | None) -> BatchNoise:

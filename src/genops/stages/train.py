@@ -66,7 +66,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
     steps = family.training_steps(tcfg.steps)
     loop = LoopSettings(steps=steps, batch_size=tcfg.batch_size, lr=cfg.learning_rate(tcfg.lr),
                         checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every, seed=params.seed,
-                        max_loss=tcfg.max_loss, progress=tcfg.progress)
+                        max_loss=tcfg.max_loss, progress=tcfg.progress, compile=tcfg.compile,
+                        channels_last=tcfg.channels_last)
     fingerprint = training_fingerprint(family_name, cfg, tcfg, params.seed, spec_data["data_hash"], lineage)
     extra = {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"], "seed": params.seed,
              **({"base": lineage} if lineage else {})}
@@ -202,16 +203,16 @@ def _run_ranks(family_name: str, params: Params, paths: ProjectPaths) -> TrainSt
     folder = paths.checkpoint(family_name)
     if not (folder / "train.json").is_file():
         raise GenopsError(f"train {family_name}: torchrun finished but rank 0 wrote no {folder / 'train.json'}")
-    return _stored_result(folder, family_name)
-
-
-def _stored_result(folder: Path, family_name: str) -> TrainStageResult:
     from genops.evaluation.history import read_history
 
-    info, run = json.loads((folder / "train.json").read_text()), json.loads((folder / "run.json").read_text())
     history = read_history(folder / "history.csv")
-    final = history[-1].get("loss", float("nan")) if history else float("nan")
-    return TrainStageResult(family_name, run["run_id"], info["steps"], final, info["images_per_s"],
+    return _stored_result(folder, family_name, history[-1].get("loss", float("nan")) if history else float("nan"))
+
+
+def _stored_result(folder: Path, family_name: str, final_loss: float) -> TrainStageResult:
+    """The result of the finished run whose train.json and run.json are in `folder`."""
+    info, run = json.loads((folder / "train.json").read_text()), json.loads((folder / "run.json").read_text())
+    return TrainStageResult(family_name, run["run_id"], info["steps"], final_loss, info["images_per_s"],
                             info["wall_s"], info.get("resumed_from", 0))
 
 
@@ -232,10 +233,8 @@ def _up_to_date(paths: ProjectPaths, family_name: str, meta: dict) -> TrainStage
     if stored != meta:
         write_meta(folder, meta)
         log.info("train %s: weights up to date; refreshed the settings that do not change training", family_name)
-    info, run = json.loads((folder / "train.json").read_text()), json.loads((folder / "run.json").read_text())
     log.info("train %s: checkpoint already matches these params, data and code; nothing to train", family_name)
-    return TrainStageResult(family_name, run["run_id"], info["steps"], float("nan"), info["images_per_s"],
-                            info["wall_s"], info.get("resumed_from", 0))
+    return _stored_result(folder, family_name, float("nan"))
 
 
 def _collapse_monitor(paths: ProjectPaths, family, train_set):

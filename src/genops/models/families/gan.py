@@ -100,9 +100,7 @@ class GAN(Family):
                 "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
 
     def _noise(self, n: int, generator: torch.Generator | BatchNoise) -> torch.Tensor:
-        if isinstance(generator, BatchNoise):
-            return generator.randn(n, self.latent_dim).to(self.device)
-        return torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        return batch_noise(generator).randn(n, self.latent_dim).to(self.device)
 
     def d_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         """One discriminator/critic update; G's weights are not touched."""
