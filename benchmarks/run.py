@@ -70,11 +70,10 @@ def matmul_peak_flops(n: int = 2048, seconds: float = 3.0) -> float:
 def train_speed(name: str, params, data, steps: int = 30) -> dict:
     import contextlib
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     from genops.config import FAMILIES
     from genops.models.base import StepContext
     from genops.models.registry import instantiate
+    from genops.training.budget import flops_per_step
     from genops.training.loop import BatchSchedule
 
     torch.manual_seed(0)
@@ -83,19 +82,14 @@ def train_speed(name: str, params, data, steps: int = 30) -> dict:
     base = instantiate(base_name, params.family(base_name), spec) if base_name else None
     family = instantiate(name, params.family(name), spec, base)
     family.on_train_start(data, 256)
-    opts = family.make_optimizers(params.family(name).learning_rate(params.train.lr))
+    lr = params.family(name).learning_rate(params.train.lr)
+    opts = family.make_optimizers(lr)
     bs = params.train.batch_size
-    total = family.training_steps(params.train.steps)
+    total = 10 * steps
     sched = BatchSchedule(len(data), bs, 0)
     gen = torch.Generator().manual_seed(0)
-    counter = FlopCounterMode(display=False)
-    try:
-        with counter:  # one real step, forward + backward + optimiser
-            family.train_step(data.batch(sched.indices(0)), StepContext(0, total, opts, contextlib.nullcontext, gen))
-        flops_per_image: float | None = counter.get_total_flops() / bs
-    except RuntimeError as exc:  # FlopCounterMode cannot follow a double backward (WGAN-GP's gradient penalty)
-        print(f"{name}: FLOPs not counted ({str(exc)[:80]}...)", flush=True)
-        flops_per_image = None
+    # The count the train stage turns train.budget into steps with (forward, backward, double backward).
+    flops_per_image = flops_per_step(family, data.batch(sched.indices(0)), lr, 0) / bs
     for step in range(1, steps + 5):
         if step == 5:
             t0 = time.perf_counter()

@@ -18,6 +18,8 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data.limit": 300,
     "train.steps": 12,
+    "train.snapshots": [0.5],
+    "evaluate.curve_samples": 16,
     "train.batch_size": 32,
     "train.checkpoint_every": 6,
     "train.log_every": 6,

@@ -21,14 +21,10 @@ class FamilyConfig(Section):
     evaluation budget."""
 
     conditional: bool = field(False, "true = class-conditional (needs labeled data)")
-    steps_scale: float = field(1.0, "this family trains for train.steps x steps_scale steps", gt=0)
+    steps: int | None = field(None, "this family's own step count; null = from train.budget (or train.steps)", ge=1)
     lr: float | None = field(None, "Adam learning rate; null = train.lr", gt=0)
     evaluate: EvaluateBudget = field(EvaluateBudget(), "this family's own evaluation budget (keys of `evaluate`)",
                                      training=False)
-
-    def total_steps(self, train_steps: int) -> int:
-        """The family's step budget: cheap steps (a WGAN critic step) may ask for proportionally more."""
-        return max(1, round(train_steps * self.steps_scale))
 
     def learning_rate(self, train_lr: float) -> float:
         return self.lr if self.lr is not None else train_lr
@@ -118,7 +114,6 @@ class WganGpConfig(GanConfig):
     lr_g: float | None = field(0.0001, "generator learning rate; null = lr", gt=0)
     lr_d: float | None = field(0.0001, "critic learning rate; null = lr", gt=0)
     betas: tuple[float, float] = field((0.0, 0.9), "Adam betas (Gulrajani et al.)")
-    steps_scale: float = field(2.5, "train.steps x 2.5 critic steps = 1000 generator updates by default", gt=0)
     monitor_every: int = field(500, "steps between recall / modes-covered checks; 0 = off", ge=0)
 
 
@@ -161,7 +156,6 @@ class DiffusionConfig(DiffusionProcessConfig):
     attention_levels: list[int] = field([-1], "resolutions with self-attention (-1 = lowest; the middle always has)")
     dropout: float = field(0.0, "dropout inside residual blocks", ge=0, lt=1)
     vlb_timesteps: int = field(32, "strata of the variational-bound estimate", ge=1, training=False)
-    steps_scale: float = field(0.75, "1500 steps by default", gt=0)
     evaluate: EvaluateBudget = field(
         EvaluateBudget(n_samples=500, variant_samples=100, speed_samples=64, nll_subset=200),
         "one network pass per sampling step: a smaller budget than one-pass families", training=False)
@@ -182,7 +176,6 @@ class PixelCNNConfig(FamilyConfig):
     hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
     layers: int = field(5, "gated layers", ge=1)
     kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
-    steps_scale: float = field(0.5, "~130 training images/s on 2 CPU cores: 1000 steps by default", gt=0)
     evaluate: EvaluateBudget = field(EvaluateBudget(n_samples=200, speed_samples=32, variant_samples=32),
                                      "sampling is sequential: score fewer samples", training=False)
 

@@ -33,7 +33,8 @@ DEFAULT_FAMILIES = ["autoencoder", "vae", "gan", "wgan-gp", "diffusion", "pixelc
 # `genops pipeline --smoke`: these overrides, applied in a scratch workspace, shrink every size.
 SMOKE = {
     "data.limit": 600, "train.steps": 40, "train.batch_size": 32, "train.checkpoint_every": 20,
-    "train.log_every": 10, "evaluate.speed_samples": 64, "evaluate.iw_samples": 4, "evaluate.nll_subset": 64,
+    "train.log_every": 10, "train.snapshots": [0.25, 0.5], "evaluate.curve_samples": 64,
+    "evaluate.speed_samples": 64, "evaluate.iw_samples": 4, "evaluate.nll_subset": 64,
     "evaluate.grid_size": 16, "evaluate.n_samples": 200, "evaluate.n_reference": 300, "evaluate.kid_subsets": 10,
     "evaluate.kid_subset_size": 100, "evaluator.steps": 150, "evaluate.variant_samples": 32,
     "gan.monitor_every": 20, "diffusion.widths": [8, 16], "diffusion.timesteps": 100, "diffusion.sample_steps": 10,
@@ -48,23 +49,24 @@ SMOKE = {
 }
 
 # `genops pipeline --profile gpu`: sizes for one modern GPU (about an hour for every family on one H200-class
-# card): wider networks, 10x the steps, larger batches and full-size evaluation budgets. train.compile stays off
-# until benchmarks/gpu_check.sh has shown torch.compile working on the card (it checks diffusion compiled).
+# card): wider networks, a training budget of 1e16 FLOPs per family, larger batches and full-size evaluation
+# budgets. train.compile stays off until benchmarks/gpu_check.sh has shown torch.compile working on the card.
 GPU_PROFILE = {
-    "train.device": "cuda", "train.steps": 20000, "train.batch_size": 128, "train.checkpoint_every": 1000,
+    "train.device": "cuda", "train.budget": 1.0e16, "train.batch_size": 128, "train.checkpoint_every": 1000,
     "train.log_every": 100, "train.channels_last": True,
     "evaluator.steps": 3000, "evaluator.width": 64, "evaluate.batch_size": 1024,
     "evaluate.n_samples": 5000, "evaluate.n_reference": 10000, "evaluate.kid_subsets": 100,
     "evaluate.kid_subset_size": 1000, "evaluate.grid_size": 100, "evaluate.variant_samples": 1000,
-    "evaluate.speed_samples": 4096, "evaluate.iw_samples": 512, "evaluate.nll_subset": 2000,
+    "evaluate.speed_samples": 4096, "evaluate.curve_samples": 1000, "evaluate.iw_samples": 512,
+    "evaluate.nll_subset": 2000,
     "autoencoder.widths": [64, 128, 256], "vae.widths": [64, 128, 256],
     "gan.widths": [64, 128, 256], "gan.monitor_every": 1000, "gan.monitor_samples": 1024,
     "wgan-gp.widths": [64, 128, 256], "wgan-gp.monitor_every": 2500, "wgan-gp.monitor_samples": 1024,
     "diffusion.widths": [64, 128, 256], "diffusion.blocks_per_level": 2, "diffusion.dropout": 0.1,
-    "diffusion.steps_scale": 1.0, "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
+    "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
     "diffusion.eval_steps": [10, 25, 50, 100, 250],
     "latent-diffusion.width": 512, "latent-diffusion.blocks": 6,
-    "pixelcnn.hidden": 128, "pixelcnn.layers": 12, "pixelcnn.steps_scale": 1.0,
+    "pixelcnn.hidden": 128, "pixelcnn.layers": 12,
     "pixelcnn.evaluate": {"n_samples": 2000, "speed_samples": 512},
     "vqvae.widths": [64, 128], "vqvae.prior_hidden": 128, "vqvae.prior_layers": 12, "vqvae.codebook_size": 256,
 }

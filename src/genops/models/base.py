@@ -79,10 +79,17 @@ class Family(ABC):
         if base is not None and not isinstance(cfg, StackedConfig):
             raise GenopsError(f"{self.name} is not built on another family's model, but was given a base")
 
-    def training_steps(self, train_steps: int) -> int:
-        """This family's step budget from `train.steps` (its config's steps_scale); families with phases
-        check here that every phase gets steps."""
-        return self.cfg.total_steps(train_steps)
+    def check_steps(self, steps: int) -> None:
+        """Refuses a step count the family cannot train with (a phased family needs steps in every phase)."""
+
+    def flop_phases(self) -> list[tuple[float, float]]:
+        """(start as a fraction of the steps, share of the steps) of each phase whose steps cost differently;
+        counted separately when the budget is turned into steps (genops.training.budget)."""
+        return [(0.0, 1.0)]
+
+    def flop_cycle(self) -> int:
+        """Steps after which the per-step work repeats (a GAN updates its generator every n_critic steps)."""
+        return 1
 
     def monitor_settings(self) -> MonitorSettings | None:
         """Mode-collapse checks during training, or None (only adversarial families need them)."""

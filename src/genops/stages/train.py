@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,6 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                                       params.tracking.model_prefix)
         seed_everything(params.seed, tcfg.num_threads)  # the family's init must not depend on loading the base
     family = instantiate(family_name, cfg, spec, base)
-    steps = family.training_steps(tcfg.steps)
-    loop = LoopSettings(steps=steps, batch_size=tcfg.batch_size, lr=cfg.learning_rate(tcfg.lr),
-                        checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every, seed=params.seed,
-                        max_loss=tcfg.max_loss, progress=tcfg.progress, compile=tcfg.compile,
-                        channels_last=tcfg.channels_last)
     fingerprint = training_fingerprint(family_name, cfg, tcfg, params.seed, spec_data["data_hash"], lineage)
     extra = {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"], "seed": params.seed,
              **({"base": lineage} if lineage else {})}
@@ -80,12 +76,19 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
     if tcfg.distributed.world_size > 1 and not launched_by_torchrun():
         return _run_ranks(family_name, params, paths)
     data = load_split(paths.prepared, "train", params.data.in_memory_max_mb)
-    log.info("train %s: %d params, %d images%s, %d steps on %s%s", family_name, family.num_parameters(),
-             len(data), " (memory-mapped)" if data.mapped else "", steps, device,
+    family.to(device)
+    family.on_train_start(data, tcfg.batch_size * 2)
+    budget = _budget(family, cfg, tcfg, data, device, params.seed)
+    loop = LoopSettings(steps=budget.steps, batch_size=tcfg.batch_size, lr=cfg.learning_rate(tcfg.lr),
+                        checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every, seed=params.seed,
+                        max_loss=tcfg.max_loss, progress=tcfg.progress, compile=tcfg.compile,
+                        channels_last=tcfg.channels_last,
+                        snapshots=snapshot_steps(tcfg.snapshots, budget.steps))
+    log.info("train %s: %d params, %d images%s, %d steps (%s; %.3g FLOPs per step, %.3g in all) on %s%s",
+             family_name, family.num_parameters(), len(data), " (memory-mapped)" if data.mapped else "",
+             budget.steps, budget.source, budget.flops_per_step, budget.total_flops, device,
              f" (rank {shard.rank} of {shard.world})" if shard.active else "")
     if not shard.is_main:  # the other ranks compute and reduce; rank 0 alone tracks and writes
-        family.to(device)
-        family.on_train_start(data, loop.batch_size * 2)
         result = train(family, data, loop, paths.work(family_name), fingerprint, device, shard=shard)
         return TrainStageResult(family_name, "", result.steps, result.history[-1].get("loss", float("nan")),
                                 result.images_per_s, result.wall_s, result.resumed_from)
@@ -99,7 +102,9 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                          **{f"genops.base.{k}": v for k, v in (lineage or {}).items()}})
         mlflow.log_params(flatten({"family": cfg.model_dump(mode="json", by_alias=True),
                                    "train": tcfg.model_dump(mode="json"), "seed": params.seed,
-                                   "data": params.data.model_dump(mode="json")}))
+                                   "data": params.data.model_dump(mode="json"),
+                                   "budget": {"steps": budget.steps, "source": budget.source}}))
+        mlflow.log_metrics({"train_flops_per_step": budget.flops_per_step, "train_flops": budget.total_flops})
         _log_dataset(paths, spec_data, data.mapped)
         monitor = _collapse_monitor(paths, family, data)
         every = monitor.every if monitor else 0
@@ -109,14 +114,21 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
             if monitor and (step % every == 0 or step == loop.steps):
                 mlflow.log_metrics(monitor(step), step=step)
 
-        family.to(device)
-        family.on_train_start(data, loop.batch_size * 2)
-        result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard)
+        snapshots = paths.work(family_name) / SNAPSHOTS
+
+        def on_snapshot(step: int) -> None:
+            _save_snapshot(snapshots / f"step-{step:08d}", family, data, loop.batch_size * 2,
+                           {**extra, "snapshot_step": step, "snapshot_flops": step * budget.flops_per_step})
+
+        result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard,
+                       on_snapshot=on_snapshot)
         family.on_train_end(data, loop.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
                             "num_parameters": family.num_parameters()})
         with atomic_dir(paths.checkpoint(family_name)) as out:
             save_bundle(out, family, extra)
+            for step in loop.snapshots:  # the weights part-way through, for the quality-vs-compute curve
+                shutil.copytree(snapshots / f"step-{step:08d}", out / SNAPSHOTS / f"step-{step:08d}")
             write_history(out / "history.csv", result.history)
             write_json_atomic(out / "run.json", {"run_id": run.info.run_id,
                                                  "experiment_id": run.info.experiment_id})
@@ -125,6 +137,7 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                                                    "resumed_from": result.resumed_from,
                                                    "num_parameters": family.num_parameters(),
                                                    "device": str(device), "processes": shard.world,
+                                                   "budget": budget.as_dict(),
                                                    "base": lineage,
                                                    "warnings": monitor.warnings if monitor else []})
         curve = _write_train_report(paths, family_name, result.history, family.monitor_loss)
@@ -135,6 +148,49 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
 
 
 LOSSES_CSV = "losses.csv"
+SNAPSHOTS = "snapshots"
+
+
+def snapshot_steps(fractions: list[float], steps: int) -> tuple[int, ...]:
+    """The steps at which `train.snapshots` (fractions of the run) keep the weights: distinct, before the end."""
+    return tuple(sorted({round(f * steps) for f in fractions} - {0, steps}))
+
+
+def _budget(family, cfg, tcfg, data, device, seed: int):
+    """The family's steps from train.budget (or an explicit step count), with its FLOPs per step counted on the
+    first real batch; refused when the family cannot train that many steps."""
+    from genops.data.tensors import Batch
+    from genops.errors import GenopsError
+    from genops.training.budget import flops_per_step, resolve_steps
+    from genops.training.loop import BatchSchedule
+
+    first = data.batch(BatchSchedule(len(data), tcfg.batch_size, seed).indices(0))
+    batch = Batch(first.x.to(device), first.y.to(device))
+    flops = flops_per_step(family, batch, cfg.learning_rate(tcfg.lr), seed)
+    try:
+        budget = resolve_steps(family.name, cfg.steps, tcfg.steps, tcfg.budget, flops)
+    except ValueError as exc:
+        raise GenopsError(str(exc)) from None
+    family.check_steps(budget.steps)
+    return budget
+
+
+def _save_snapshot(folder: Path, family, data, batch_size: int, extra: dict) -> None:
+    """The family as it stands mid-run, finished like the final model (post-training fits on a copy), as a bundle.
+    A resumed run keeps a snapshot it already wrote for the same fingerprint; the training run's random state is
+    left untouched."""
+    import copy
+
+    import torch
+
+    if (folder / WEIGHTS).is_file() and read_meta(folder).get("fingerprint") == extra["fingerprint"]:
+        return
+    with torch.random.fork_rng(devices=[]):
+        snap = copy.deepcopy(family)
+        snap.train_mode(False)
+        snap.on_train_end(data, batch_size)
+        with atomic_dir(folder) as out:
+            save_bundle(out, snap, extra)
 
 
 def _write_train_report(paths: ProjectPaths, family_name: str, history: list[dict[str, float]],

@@ -28,11 +28,13 @@ from genops.config.sections import TrainConfig
 
 # Methods of a Family that run while training (the generic loop, the train stage and checkpointing call them).
 TRAINING_METHODS = ("__init__", "networks", "make_optimizers", "train_step", "on_train_start",
-                    "on_train_end", "train_mode", "to", "state_dict", "load_state_dict", "training_steps",
+                    "on_train_end", "train_mode", "to", "state_dict", "load_state_dict", "check_steps",
+                    "flop_phases", "flop_cycle",
                     "labels_of", "device")
 # Modules that every family's training runs whole: the loop, checkpoints, device/seed set-up, batching.
 TRAINING_MODULES = ("genops.training.loop", "genops.training.checkpoint", "genops.training.device",
-                    "genops.data.tensors", "genops.models.step", "genops.models.sharding")
+                    "genops.data.tensors", "genops.models.step", "genops.models.sharding",
+                    "genops.training.budget")
 FAMILY_BASE = ("genops.models.base", "Family")
 CONFIG_PACKAGE = "genops.config"
 

@@ -43,6 +43,7 @@ class LoopSettings:
     progress: bool
     compile: bool = False  # CUDA only: torch.compile every network in place
     channels_last: bool = False  # CUDA only: channels-last networks and batches
+    snapshots: tuple[int, ...] = ()  # steps after which `on_snapshot` keeps the weights (quality-vs-compute curve)
 
 
 @dataclass
@@ -73,11 +74,11 @@ class BatchSchedule:
 
 def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fingerprint: str,
           device: torch.device, on_log: Callable[[int, dict[str, float]], None] | None = None,
-          shard: Shard = SINGLE) -> TrainResult:
+          shard: Shard = SINGLE, on_snapshot: Callable[[int], None] | None = None) -> TrainResult:
     """Train `family` for cfg.steps, resuming from `work_dir` if a matching checkpoint is there.
 
     With a `shard` of several ranks every rank calls this with the same arguments (the same global batch
-    size); rank 0 alone writes checkpoints, and `on_log` should be given on rank 0 only."""
+    size); rank 0 alone writes checkpoints, and `on_log` and `on_snapshot` should be given on rank 0 only."""
     family.to(device)
     if shard.active:
         for net in family.networks().values():
@@ -114,7 +115,7 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
         pending.append(family.train_step(batch, StepContext(step, cfg.steps, optimizers, autocast, generator,
                                                             shard)))
         done = step + 1
-        if done % read_every and done % cfg.checkpoint_every and done != cfg.steps:
+        if done % read_every and done % cfg.checkpoint_every and done != cfg.steps and done not in cfg.snapshots:
             continue
         for at, raw in zip(range(done - len(pending) + 1, done + 1), _on_host(pending), strict=True):
             losses = shard.mean(raw)
@@ -125,6 +126,8 @@ def train(family: Family, data: ImageSet, cfg: LoopSettings, work_dir: Path, fin
                                        + f" (limit |loss| <= {cfg.max_loss:g}); nothing will be registered")
             history.append({"step": at, **losses})
         pending = []
+        if on_snapshot and done in cfg.snapshots:  # before the checkpoint: a run resumed past it has it
+            on_snapshot(done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             spent = prior_seconds + time.perf_counter() - t0
             if shard.is_main:

@@ -252,9 +252,10 @@ def test_vqvae_two_phases_train_their_own_parts_and_samples_are_images(spec, ema
 
 def test_vqvae_refuses_a_step_budget_that_leaves_a_phase_without_steps():
     family = _family("vqvae", GREY, vq_fraction=0.9)
-    assert family.training_steps(10) == 10 and family.cfg.phase_split(10) == 9  # 9 VQ-VAE steps, 1 prior step
+    family.check_steps(10)
+    assert family.cfg.phase_split(10) == 9  # 9 VQ-VAE steps, 1 prior step
     for steps in (1, 4):  # round(0.9) = 1 of 1 step, round(3.6) = 4 of 4 steps: no prior steps
         with pytest.raises(GenopsError, match="vq_fraction"):
-            family.training_steps(steps)
+            family.check_steps(steps)
     with pytest.raises(GenopsError, match="vq_fraction"):  # round(0.2) = 0: no VQ-VAE steps
-        _family("vqvae", GREY, vq_fraction=0.1).training_steps(2)
+        _family("vqvae", GREY, vq_fraction=0.1).check_steps(2)

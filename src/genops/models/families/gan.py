@@ -86,6 +86,9 @@ class GAN(Family):
         self.G = Generator(spec, list(cfg.g_widths or cfg.widths), self.latent_dim, k)
         self.D = Discriminator(spec, list(cfg.d_widths or cfg.widths), k, cfg.d_norm, cfg.spectral_norm)
 
+    def flop_cycle(self) -> int:
+        return self.n_critic
+
     def monitor_settings(self) -> MonitorSettings | None:
         return self.cfg.monitor()
 

@@ -80,14 +80,15 @@ class VQVAE(Family):
         self.prior = CodePrior(self.num_codes, cfg.prior_hidden, cfg.prior_layers, cfg.prior_kernel, cfg.prior_embed,
                                spec.num_classes if self.conditional else 0)
 
-    def training_steps(self, train_steps: int) -> int:
-        """The family's budget; both phases (VQ-VAE, then the prior) must get steps, checked before training."""
-        total = super().training_steps(train_steps)
+    def check_steps(self, steps: int) -> None:
+        """Both phases (VQ-VAE, then the prior) must get steps, checked before training."""
         try:
-            self.cfg.phase_split(total)
+            self.cfg.phase_split(steps)
         except ValueError as exc:
             raise GenopsError(f"{self.name}: {exc}") from None
-        return total
+
+    def flop_phases(self) -> list[tuple[float, float]]:
+        return [(0.0, self.cfg.vq_fraction), (self.cfg.vq_fraction, 1.0 - self.cfg.vq_fraction)]
 
     def networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "decoder": self.decoder, "quantizer": self.quantizer, "prior": self.prior}
