@@ -42,6 +42,9 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     assert vae["test_nll_bpd"] > 0 and vae["test_elbo_nats"] < 0
     assert vae["primary_metric"] == "fid" and vae["fid"] > 0 and 0 <= vae["recall"] <= 1
     assert 0 <= vae["modes_covered"] <= 10
+    assert vae["fid_low"] <= vae["fid"] <= vae["fid_high"] and vae["bootstrap_samples"] == 100
+    assert vae["copy_fraction"] <= 0.1 and 0 < vae["test_copy_fraction"] < 0.1 and vae["copy_threshold"] > 0
+    assert (root / "reports" / "vae" / "eval" / "nearest.png").is_file()
     evaluator = json.loads((root / "metrics" / "evaluator.json").read_text())
     assert evaluator["feature_space"] == "classifier" and 0 <= evaluator["test_accuracy"] <= 1
     report = (root / "reports" / "comparison" / "comparison.md").read_text()
@@ -103,6 +106,17 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     challenger = client.get_model_version_by_alias("genops-vae", "challenger")
     assert challenger.tags["genops.promotion.decision"] == "challenger"
     assert float(challenger.tags["genops.promotion.champion_value"]) == pytest.approx(worse[primary] - 1.0)
+    # The rule's numbers are recorded: margin (min_improvement 0), the candidate's interval half-width, the larger.
+    half = (worse[f"{primary}_high"] - worse[f"{primary}_low"]) / 2
+    assert float(challenger.tags["genops.promotion.interval_half_width"]) == pytest.approx(half)
+    assert float(challenger.tags["genops.promotion.required_improvement"]) == pytest.approx(half)
+    assert result["margin"] == 0.0 and result["interval_half_width"] == pytest.approx(half)
+    # A far better candidate that copies its training images is registered but never promoted.
+    metrics_path.write_text(json.dumps({**worse, primary: worse[primary] / 10, "copy_fraction": 0.5}))
+    result = json.loads(run(["genops", "register", "vae"], root, env).stdout)
+    assert result["alias"] == "challenger" and "exceeds register.max_copy_fraction 0.1" in result["reason"]
+    assert client.get_model_version_by_alias("genops-vae", "champion").version == champion.version
+    assert client.get_model_version_by_alias("genops-vae", "challenger").tags["genops.promotion.copy_fraction"] == "0.5"
 
 
 def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):

@@ -20,13 +20,20 @@ def test_report_regenerates_from_metrics_files_alone(tmp_path):
                                                       "modes_covered": 9, "train_images_per_s": 300.0,
                                                       "sample_images_per_s_torch": 2000.0})
         _write(tmp_path / "metrics" / "export" / f"{fam}.json", {"sample_images_per_s_onnx": 3000.0})
+    # vae's evaluation has a bootstrap interval and a copy fraction; autoencoder's (an older file) has neither.
+    vae = json.loads((tmp_path / "metrics" / "vae.json").read_text())
+    _write(tmp_path / "metrics" / "vae.json", {**vae, "fid_low": 11.9, "fid_high": 13.25, "bootstrap_samples": 100,
+                                               "bootstrap_level": 0.95, "copy_fraction": 0.003,
+                                               "test_copy_fraction": 0.01})
     _write(tmp_path / "metrics" / "evaluator.json", {"feature_space": "classifier", "test_accuracy": 0.98,
                                                      "floor_fid": 0.8, "floor_recall": 0.9, "n_floor": 1000,
                                                      "n_reference": 2000})
     params = validate({"families": ["autoencoder", "vae"], "stacked": {}}, "test params")
     result = compare_stage(params, tmp_path)
     report = (tmp_path / "reports" / "comparison" / "comparison.md").read_text()
-    assert "| vae | **12.50** |" in report and "| autoencoder | 40.00 |" in report
+    assert "| vae | **12.50** [11.90, 13.25] |" in report and "| autoencoder | 40.00 |" in report
+    assert "| **9** | 0.003 |" in report and "| **9** | – |" in report  # copies: vae measured, autoencoder not
+    assert "95% bootstrap interval" in report and "held-out test images themselves score 0.010" in report
     assert "*real data (floor)* | 0.80" in report and "test accuracy 0.9800" in report
     assert (tmp_path / "reports" / "comparison" / "metrics.png").stat().st_size > 0
     assert result["families"] == ["autoencoder", "vae"]

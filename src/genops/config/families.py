@@ -67,6 +67,8 @@ class VAEConfig(FamilyConfig):
     latent_dim: int = field(16, "size of the Gaussian latent", ge=1)
     widths: list[int] = field([32, 64, 128], "conv channels per downsampling level", min_length=1)
     beta: float = field(1.0, "weight of the KL term (1 = the ELBO; > 1 = beta-VAE)", ge=0)
+    kl_warmup: float = field(0.0, "share of the steps over which the KL weight ramps linearly from 0 to beta "
+                                  "(Bowman et al. 2016; Sonderby et al. 2016); 0 = beta from the start", ge=0, le=1)
 
 
 class GanConfig(FamilyConfig):
@@ -123,6 +125,10 @@ class DiffusionProcessConfig(FamilyConfig):
     timesteps: int = field(1000, "T, the length of the forward chain", ge=2)
     schedule: Literal["linear", "cosine"] = field("linear", "beta schedule: linear | cosine")
     prediction: Literal["eps", "v"] = field("eps", "what the denoiser predicts: eps | v (Salimans & Ho 2022)")
+    min_snr_gamma: float = field(0.0, "min-SNR-gamma loss weighting (Hang et al. 2023): each timestep's loss is "
+                                      "weighted by min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v), so the many "
+                                      "nearly noise-free timesteps stop dominating; 5 is the paper's; 0 = L_simple",
+                                 ge=0)
     p_uncond: float = field(0.1, "label dropout for classifier-free guidance (conditional only)", ge=0, le=1)
     ema_decay: float = field(0.999, "EMA decay of the sampling weights", gt=0, lt=1)
     ema_warmup: bool = field(True, "ramp the EMA decay up as min(decay, (1+n)/(10+n))")
@@ -176,6 +182,9 @@ class PixelCNNConfig(FamilyConfig):
     hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
     layers: int = field(5, "gated layers", ge=1)
     kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
+    dilations: list[int] = field([1], "dilation of gated layers 2, 3, ... (cycled; the first is never dilated): "
+                                      "[1, 2, 4, 8] reaches ~8x further up and sideways at the same cost",
+                                 min_length=1)
     evaluate: EvaluateBudget = field(EvaluateBudget(n_samples=200, speed_samples=32, variant_samples=32),
                                      "sampling is sequential: score fewer samples", training=False)
 

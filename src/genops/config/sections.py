@@ -66,8 +66,14 @@ class DistributedConfig(Section):
 
 class TrainConfig(Section):
     device: str = field("auto", "auto = CUDA (bf16 autocast) when a GPU is present, else CPU; or cpu | cuda[:N]")
-    steps: int = field(2000, "training steps per family (a family's steps_scale multiplies it)", ge=1)
+    budget: float | None = field(
+        2.0e13, "training FLOPs per family (forward + backward, counted by torch's FLOP formulas over real "
+        "steps): each family trains for budget / its FLOPs per step, so every family gets the same compute", gt=0)
+    steps: int | None = field(None, "steps for every family instead of the budget (quick runs, tests); null = from "
+                                    "train.budget", ge=1)
     batch_size: int = field(64, "images per training step", ge=1)
+    snapshots: list[float] = field([0.125, 0.25, 0.5], "fractions of the steps after which the weights are kept "
+                                   "(checkpoints/FAMILY/snapshots) and scored by evaluate: quality against compute")
     lr: float = field(0.001, "Adam learning rate (a family's own lr overrides it)", gt=0)
     checkpoint_every: int = field(250, "steps between resumable checkpoints", ge=1, training=False)
     log_every: int = field(25, "steps between MLflow loss logs", ge=1, training=False)
@@ -82,6 +88,10 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _split(self) -> TrainConfig:
+        if any(not 0 < f < 1 for f in self.snapshots):
+            raise ValueError(f"snapshots {self.snapshots}: each is a fraction of the steps, strictly between 0 and 1")
+        if self.budget is None and self.steps is None:
+            raise ValueError("budget and steps are both null: set train.budget (FLOPs per family) or train.steps")
         world = self.distributed.world_size
         if self.batch_size % world:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {world} training processes "
@@ -117,8 +127,19 @@ class EvaluateConfig(Section):
     variant_samples: int = field(200, "samples per sampling variant (e.g. DDIM step counts) for the quality/speed "
                                       "curve", ge=2)
     speed_samples: int = field(512, "samples timed for images/s", ge=1)
+    curve_samples: int = field(200, "samples per point of the quality-vs-compute curve (the training snapshots and "
+                                    "the final model; the same count for every family, as FID depends on it)", ge=2)
     iw_samples: int = field(64, "importance samples for the VAE's NLL bound", ge=1)
     nll_subset: int = field(1000, "test images used for likelihoods", ge=1)
+    bootstrap: int = field(100, "bootstrap resamples of the generated samples' features for the intervals of FID, KID, "
+                                "precision/recall and density/coverage (metric_low / metric_high); 0 = no intervals",
+                           ge=0)
+    interval: float = field(0.95, "confidence level of those intervals (and of copy_fraction's)", gt=0, lt=1)
+    copy_quantile: float = field(0.01, "memorisation: a sample is a near-copy when its nearest training image (pixel "
+                                       "L2) is closer than this quantile of held-out test images' nearest-neighbour "
+                                       "distances to the training split", gt=0, lt=1)
+    copy_reference: int | None = field(20000, "memorisation: training images searched for nearest neighbours (a "
+                                              "seeded subset when the split is larger); null = all", ge=1)
 
     def with_budget(self, budget: Section) -> EvaluateConfig:
         """This section with a family's own `evaluate:` budget on top (see EvaluateBudget)."""
@@ -172,8 +193,12 @@ class ExportConfig(Section):
 
 
 class RegisterConfig(Section):
-    min_improvement: float = field(0.0, "a candidate must beat @champion's primary metric by this fraction of it",
+    min_improvement: float = field(0.0, "a candidate must beat @champion's primary metric by this fraction of it, "
+                                        "or by the half-width of its own interval of that metric if that is larger",
                                    ge=0)
+    max_copy_fraction: float | None = field(0.1, "a version whose copy_fraction (share of samples that are near-copies "
+                                                 "of training images) exceeds this is never promoted; null = no limit",
+                                            ge=0, le=1)
 
 
 class ScheduleConfig(Section):

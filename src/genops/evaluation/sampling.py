@@ -10,6 +10,7 @@ import torch
 
 from genops.config.sections import EvaluateConfig
 from genops.data.tensors import ImageSet
+from genops.evaluation.bootstrap import bootstrap_intervals
 from genops.evaluation.evaluator import EvaluatorNet
 from genops.evaluation.features import features_and_probs, reference_subset
 from genops.evaluation.sample_metrics import all_metrics
@@ -57,10 +58,15 @@ class SampleScorer:
         reference = reference_subset(train, cfg.n_reference, cfg.seed)
         self.reference = features_and_probs(net, reference, self.labeled)[0]
 
-    def __call__(self, samples: torch.Tensor) -> dict[str, float]:
-        """FID, KID, precision/recall, density/coverage, classifier score and modes."""
+    def __call__(self, samples: torch.Tensor, intervals: bool = False) -> dict[str, float]:
+        """FID, KID, precision/recall, density/coverage, classifier score and modes; with `intervals`, also
+        their bootstrap intervals (`evaluate.bootstrap` resamples of these samples, computed after the
+        headline values, which they leave untouched)."""
         fake_feats, fake_probs = features_and_probs(self.net, samples, self.labeled)
-        return all_metrics(self.reference, fake_feats, fake_probs, self.cfg, seed=self.cfg.seed)
+        out = all_metrics(self.reference, fake_feats, fake_probs, self.cfg, seed=self.cfg.seed)
+        if intervals:
+            out.update(bootstrap_intervals(self.reference, fake_feats, out, self.cfg))
+        return out
 
     def variants(self, family: Family) -> dict[str, float]:
         """FID, recall and images/s for each sampling variant (e.g. DDPM-T vs DDIM-S): a measured curve.

@@ -27,9 +27,13 @@ COLUMNS = [
     ("coverage", "coverage", "{:.3f}", "max"),
     ("classifier score", "classifier_score", "{:.2f}", "max"),
     ("modes", "modes_covered", "{:.0f}", "max"),
+    ("copies", "copy_fraction", "{:.3f}", "min"),
     ("NLL bits/dim", "test_nll_bpd", "{:.3f}", "min"),
     ("loss CV (end)", "loss_cv_last_half", "{:.3f}", "min"),
     ("loss spikes", "loss_spikes", "{:.0f}", "min"),
+    ("train steps", "train_steps", "{:.0f}", ""),
+    ("train PFLOPs", "train_flops", "{:.4g}", ""),
+    ("train wall (s)", "train_wall_s", "{:.0f}", ""),
     ("train img/s", "train_images_per_s", "{:.0f}", "max"),
     ("sample img/s torch", "sample_images_per_s_torch", "{:.0f}", "max"),
     ("sample img/s ORT", "sample_images_per_s_onnx", "{:.0f}", "max"),
@@ -37,6 +41,8 @@ COLUMNS = [
     ("params (k)", "num_parameters", "{:.0f}", ""),
     ("samples scored", "n_samples", "{:.0f}", ""),
 ]
+# Columns shown with their bootstrap interval (`KEY_low`, `KEY_high` in the metrics) next to the value.
+WITH_INTERVAL = {"fid"}
 
 
 def _fmt(value, fmt: str, key: str) -> str:
@@ -44,6 +50,8 @@ def _fmt(value, fmt: str, key: str) -> str:
         return "–"
     if key == "num_parameters":
         value = value / 1e3
+    if key == "train_flops":
+        value = value / 1e15
     return fmt.format(value)
 
 
@@ -79,7 +87,8 @@ def table_markdown(rows: dict[str, dict], evaluator: dict) -> str:
         cells = []
         for _, key, fmt, _ in COLUMNS:
             text = _fmt(row.get(key), fmt, key)
-            cells.append(f"**{text}**" if key in best and row.get(key) == best[key] else text)
+            text = f"**{text}**" if key in best and row.get(key) == best[key] else text
+            cells.append(text + _interval(row, key, fmt))
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     if evaluator:
         floor = {k[len("floor_"):]: v for k, v in evaluator.items() if k.startswith("floor_")}
@@ -87,6 +96,31 @@ def table_markdown(rows: dict[str, dict], evaluator: dict) -> str:
         cells = [_fmt(floor.get(key), fmt, key) for _, key, fmt, _ in COLUMNS]
         lines.append("| *real data (floor)* | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _interval(row: dict, key: str, fmt: str) -> str:
+    """` [low, high]` for a column in WITH_INTERVAL whose metrics have an interval, else ''."""
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if key not in WITH_INTERVAL or not isinstance(low, int | float) or not isinstance(high, int | float):
+        return ""
+    return f" [{_fmt(low, fmt, key)}, {_fmt(high, fmt, key)}]"
+
+
+def _notes(rows: dict[str, dict]) -> list[str]:
+    """What the interval and the copies column mean, with the held-out baseline of the copy fraction."""
+    notes = []
+    boot = next((r for r in rows.values() if isinstance(r.get("fid_low"), int | float)), None)
+    if boot:
+        notes.append(f"FID [low, high] is a {boot.get('bootstrap_level', 0.95):.0%} bootstrap interval over the "
+                     f"family's own sample draw ({boot.get('bootstrap_samples', 0):.0f} resamples of its samples; "
+                     "the real reference set is fixed and common to all families).")
+    copies = next((r for r in rows.values() if isinstance(r.get("test_copy_fraction"), int | float)), None)
+    if copies:
+        notes.append("copies = share of samples that are near-copies of training images: nearer (pixel L2) to "
+                     "their nearest training image than the `evaluate.copy_quantile` quantile of held-out test "
+                     f"images' nearest-neighbour distances; held-out test images themselves score "
+                     f"{copies['test_copy_fraction']:.3f} (the baseline); far above it means memorisation.")
+    return [" ".join(notes), ""] if notes else []
 
 
 def _bar_charts(rows: dict[str, dict], evaluator: dict, path: Path) -> Path:
@@ -103,7 +137,10 @@ def _bar_charts(rows: dict[str, dict], evaluator: dict, path: Path) -> Path:
         for i, key in enumerate(keys):
             vals = [rows[f].get(key) or 0.0 for f in fams]
             label = key.replace("sample_images_per_s_", "")
-            ax.bar([x + i * width for x in range(len(fams))], vals, width, label=label)
+            err = [[max(0.0, v - rows[f].get(f"{key}_low", v)) for f, v in zip(fams, vals)],
+                   [max(0.0, rows[f].get(f"{key}_high", v) - v) for f, v in zip(fams, vals)]]
+            ax.bar([x + i * width for x in range(len(fams))], vals, width, label=label,
+                   yerr=err if key in WITH_INTERVAL else None, capsize=3)
             floor = evaluator.get(f"floor_{key}")
             if floor is not None:
                 ax.axhline(floor, ls="--", lw=1, color=f"C{i}", alpha=0.7)
@@ -155,6 +192,48 @@ def _variant_curves(variants: dict[str, list], path: Path) -> Path | None:
     return path
 
 
+def _compute_curves(rows: dict[str, dict], path: Path) -> Path | None:
+    """FID and recall against training FLOPs, every family on the same axes (from the evaluate stage's curve)."""
+    curves = {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
+    if not curves:
+        return None
+    plt = pyplot()
+
+    fig, (ax_fid, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (fam, points) in enumerate(curves.items()):
+        flops = [p["flops"] / 1e15 for p in points]
+        ax_fid.plot(flops, [p["fid"] for p in points], "o-", color=f"C{i}", label=fam)
+        ax_rec.plot(flops, [p.get("recall", float("nan")) for p in points], "o-", color=f"C{i}", label=fam)
+    for ax, what in ((ax_fid, "FID (lower is better, log)"), (ax_rec, "recall (higher is better)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training PFLOPs (log)")
+        ax.set_ylabel(what)
+    ax_fid.set_yscale("log")
+    ax_fid.legend(fontsize=7)
+    fig.suptitle("quality against training compute (snapshots part-way through each family's budget)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _compute_table(rows: dict[str, dict]) -> list[str]:
+    """FID at each fraction of the budget, per family, and whether it was still improving at the end."""
+    curves = {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
+    if not curves:
+        return []
+    fractions = sorted({p["fraction"] for points in curves.values() for p in points})
+    lines = ["| family | PFLOPs trained | steps | " + " | ".join(f"FID at {f:.0%}" for f in fractions)
+             + " | last step's gain |", "|---" * (len(fractions) + 4) + "|"]
+    for fam, points in curves.items():
+        at = {p["fraction"]: p["fid"] for p in points}
+        gain = (points[-2]["fid"] - points[-1]["fid"]) / points[-2]["fid"] if points[-2]["fid"] else float("nan")
+        budget = rows[fam].get("budget") or {}
+        lines.append(f"| {fam} | {budget.get('total_flops', float('nan')) / 1e15:.3g} | {budget.get('steps', '–')} | "
+                     + " | ".join(f"{at[f]:.1f}" if f in at else "–" for f in fractions) + f" | {gain:+.0%} |")
+    return lines
+
+
 def _side_by_side(root: Path, families: list[str], name: str, path: Path) -> Path | None:
     """Each family's PNG (samples or interpolation) in one figure, titled."""
     plt = pyplot()
@@ -203,6 +282,7 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
     interps = _side_by_side(root, families, "interpolation.png", out / "interpolations.png")
     variants = variant_table(rows)
     curves = _variant_curves(variants, out / "quality_vs_speed.png")
+    compute = _compute_curves(rows, out / "quality_vs_compute.png")
     space = evaluator.get("feature_space", "unknown")
     acc = evaluator.get("test_accuracy")
     lines = [
@@ -214,6 +294,7 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
            else "seeded random-weight evaluator (the data is unlabeled: Naeem et al. 2020)."),
         "The last row is real held-out data scored the same way: what a perfect generator would get.", "",
         table_markdown(rows, evaluator), "",
+        *_notes(rows),
         "Reading it: FID/KID = quality and diversity together; precision = samples look real; recall and "
         "coverage = the real data's variety is reproduced; modes = classes that get at least half their share "
         "of samples (mode collapse shows here); NLL = test likelihood where the family has one; loss CV and "
@@ -227,6 +308,13 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
                   for fam, points in variants.items() for name, fid, rec, speed in points]
         lines += ["", "(each sampler scored on `evaluate.variant_samples` samples: compare rows with each other)",
                   "", "![quality vs speed](quality_vs_speed.png)", ""]
+    if compute:
+        lines += ["## Quality against training compute", "",
+                  "Every family trains on the same budget of FLOPs (`train.budget`; the columns 'train steps', 'train "
+                  "PFLOPs' and 'train wall' above show what each got). FID here uses `evaluate.curve_samples` samples "
+                  "at every point, so points compare with each other, not with the headline FID. A large last-step "
+                  "gain means the family was still improving when its budget ended.", "",
+                  *_compute_table(rows), "", "![quality vs compute](quality_vs_compute.png)", ""]
     if samples:
         lines += ["## Samples", "", "![samples](samples.png)", ""]
     if interps:
@@ -239,5 +327,5 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
     report = out / "comparison.md"
     write_text_atomic(report, "\n".join(lines))
     run_id = _log_to_mlflow(root, out, rows, params.tracking.experiment) if log_mlflow else None
-    return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps, curves) if p],
+    return {"report": str(report), "figures": [str(p) for p in (charts, samples, interps, curves, compute) if p],
             "families": families, "mlflow_run_id": run_id}

@@ -1,4 +1,4 @@
-"""evaluate: test-split metrics, sampling speed, sample grid and latent interpolation for one family."""
+"""evaluate: test-split metrics, sampling speed, memorisation, sample grid and latent interpolation for one family."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
 
     from genops.evaluation.features import load_evaluator
     from genops.evaluation.history import read_history
+    from genops.evaluation.memorisation import closest_pairs, copy_fraction
     from genops.evaluation.plots import save_grid
     from genops.evaluation.sampling import SampleScorer, sample_set, sampling_speed
     from genops.evaluation.stability import stability
@@ -47,9 +48,25 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
         log.warning("evaluate %s: %d samples (family budget) against a floor of %d real images: FID/KID are "
                     "biased upwards by the smaller sample", family_name, n_eval, int(emeta["n_eval"]))
     samples = sample_set(family, n_eval, seed, cfg.batch_size)
-    scorer = SampleScorer(net, emeta, load_split(paths.prepared, "train", params.data.in_memory_max_mb), cfg)
-    metrics.update(scorer(samples))
+    train = load_split(paths.prepared, "train", params.data.in_memory_max_mb)
+    scorer = SampleScorer(net, emeta, train, cfg)
+    metrics.update(scorer(samples, intervals=True))
     metrics.update(scorer.variants(family))
+    # Near-copies of training images, against as many held-out test images as the floor uses.
+    held_out = test.batch(torch.arange(min(int(emeta["n_eval"]), len(test)))).x
+    copies = copy_fraction(samples, held_out, train, cfg.copy_quantile, cfg.copy_reference, seed, cfg.interval,
+                           cfg.batch_size, device)
+    metrics.update(copies.metrics)
+    log.info("evaluate %s: %.3f of samples are near-copies of training images (held-out test images: %.3f)",
+             family_name, copies.metrics["copy_fraction"], copies.metrics["test_copy_fraction"])
+    curve = []
+    if "budget" in train_info:  # quality against compute, from the snapshots train kept
+        from genops.evaluation.curve import quality_curve
+
+        final = samples if len(samples) >= cfg.curve_samples else sample_set(family, cfg.curve_samples, seed,
+                                                                             cfg.batch_size)
+        curve = quality_curve(paths.checkpoint(family_name), final, scorer, cfg.curve_samples, seed,
+                              cfg.batch_size, device, train_info["budget"])
     metrics["n_samples"] = float(len(samples))
     metrics.update(stability(read_history(paths.checkpoint(family_name) / "history.csv"), key=family.monitor_loss))
     speed = sampling_speed(family, cfg.speed_samples, cfg.batch_size, seed)
@@ -58,6 +75,8 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
         "sample_batch1_latency_ms_torch": speed["batch1_latency_ms"],
         "train_images_per_s": train_info["images_per_s"],
         "train_wall_s": train_info["wall_s"],
+        **({"train_steps": train_info["budget"]["steps"], "train_flops": train_info["budget"]["total_flops"]}
+           if "budget" in train_info else {}),
         "num_parameters": float(family.num_parameters()),
     })
     metrics = {k: round(float(v), 6) for k, v in metrics.items()}
@@ -68,16 +87,20 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
     a, b = test.head(8).to(device), test.to(device)
     interp = family.interpolate(a.batch(torch.arange(0, 8, device=device)),
                                 b.batch(torch.arange(8, 16, device=device) % len(test)), steps=10)
-    figures = [grid]
+    figures = [grid, save_grid(closest_pairs(samples, copies, train), report / "nearest.png",
+                               nrow=min(8, len(samples)))]
     if interp is not None:
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
            "primary_direction": family.primary_metric.direction,
-           "feature_space": emeta["kind"], "warnings": train_info.get("warnings", []), **metrics}
+           "feature_space": emeta["kind"], "warnings": train_info.get("warnings", []),
+           "budget": train_info.get("budget"), "curve": curve, **metrics}
     write_json_atomic(paths.metrics(family_name), out)
 
     with family_run(root, paths, family_name):
         mlflow.log_metrics(metrics)
+        for point in curve:  # MLflow draws these against the training step
+            mlflow.log_metrics({f"curve_{k}": point[k] for k in ("fid", "recall") if k in point}, step=point["step"])
         for fig in figures:
             mlflow.log_artifact(str(fig), artifact_path="plots")
     return out

@@ -3,9 +3,11 @@
 The version holds the ONNX sampler (onnx flavor, signature, input example) and, as extra files,
 the other graphs, the torch weights, family.json and a model card. Promotion compares the
 family's primary metric with the current `@champion`'s (recorded on that version as a tag): the
-candidate becomes `@champion` only if it beats it by `register.min_improvement` (a fraction of the
-champion's value), else `@challenger`. The decision and both numbers are written to the version's
-tags and to reports/registry/FAMILY.json.
+candidate becomes `@champion` only if it beats it by more than the larger of `register.min_improvement`
+(a fraction of the champion's value) and the half-width of the candidate's own interval of that metric
+(evaluate.bootstrap), and only if its copy_fraction is within `register.max_copy_fraction`; else
+`@challenger`. The decision, both values, the margin, the half-width and the improvement required are
+written to the version's tags and to reports/registry/FAMILY.json.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
 
     from genops.serving.onnx_runtime import make_session
     from genops.tracking.model_card import model_card
-    from genops.tracking.promotion import decide
+    from genops.tracking.promotion import decide, half_width
     from genops.tracking.registry import champion_value, exists, model_name
     from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import context_tags, git_commit
@@ -92,12 +94,19 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
             onnx_execution_providers=export["providers"], save_as_external_data=False, extra_files=staged)
         client = MlflowClient()
         prev_version, prev_value = champion_value(client, name, primary) if exists(client, name) else (None, None)
-        promote, reason = decide(value, prev_value, direction, cfg.min_improvement)
+        copies = metrics.get("copy_fraction")
+        decision = decide(value, prev_value, direction, cfg.min_improvement, half_width(metrics, primary),
+                          float(copies) if isinstance(copies, int | float) else None, cfg.max_copy_fraction)
+        promote, reason = decision.promote, decision.reason
+        rule = {"margin": decision.margin, "interval_half_width": decision.half_width,
+                "required_improvement": decision.required, "copy_fraction": copies,
+                "max_copy_fraction": cfg.max_copy_fraction}
         tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()},
                 **{f"metric.{k}": str(v) for k, v in metrics.items() if isinstance(v, int | float)},
                 "genops.primary_metric": primary, "genops.promotion.decision": "champion" if promote else "challenger",
                 "genops.promotion.reason": reason, "genops.promotion.champion_value": str(prev_value),
-                "genops.promotion.previous_champion": str(prev_version)}
+                "genops.promotion.previous_champion": str(prev_version),
+                **{f"genops.promotion.{k}": str(v) for k, v in rule.items()}}
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
         client.update_registered_model(name, description=f"{family_name}: {_summary(family_name)}")
         alias = "champion" if promote else "challenger"
@@ -105,7 +114,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
         mlflow.set_tags({"genops.registered_version": mv.version, "genops.alias": alias})
     result = {"family": family_name, "model": name, "version": int(mv.version), "alias": alias,
               "primary_metric": primary, "candidate_value": value, "champion_value": prev_value,
-              "previous_champion": prev_version, "reason": reason, **lineage}
+              "previous_champion": prev_version, "reason": reason, **rule, **lineage}
     write_json_atomic(paths.registration(family_name), result)
     log.info("register %s: version %s -> @%s (%s)", name, mv.version, alias, reason)
     return result

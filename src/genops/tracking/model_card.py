@@ -28,7 +28,7 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
            f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
         "",
         "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
-        "## Metrics", "| metric | value |", "|---|---|",
+        "## Metrics", *_headline(metrics), "| metric | value |", "|---|---|",
         *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)], "",
         "## Serving",
         f"- ONNX graphs: {', '.join(export['graphs'])} (opset {export['opset']}, dynamic batch); "
@@ -40,3 +40,22 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
         "## Limits", *[f"- {item}" for item in info.limits], "",
     ]
     return "\n".join(lines)
+
+
+def _headline(metrics: dict) -> list[str]:
+    """The primary metric with its bootstrap interval, and the copy fraction with its held-out baseline."""
+    lines = []
+    primary = metrics.get("primary_metric")
+    if isinstance(metrics.get(primary), int | float):
+        text = f"- {primary} {metrics[primary]:.4g}"
+        if isinstance(metrics.get(f"{primary}_low"), int | float) and isinstance(metrics.get(f"{primary}_high"),
+                                                                                  int | float):
+            text += (f" [{metrics[f'{primary}_low']:.4g}, {metrics[f'{primary}_high']:.4g}] "
+                     f"({metrics.get('bootstrap_level', 0.95):.0%} bootstrap interval over "
+                     f"{metrics.get('bootstrap_samples', 0):.0f} resamples of the generated samples)")
+        lines.append(text)
+    if isinstance(metrics.get("copy_fraction"), int | float):
+        lines.append(f"- copy fraction {metrics['copy_fraction']:.3f}: share of samples nearer (pixel L2) to a "
+                     f"training image than the threshold {metrics.get('copy_threshold', float('nan')):.3g}; "
+                     f"held-out test images score {metrics.get('test_copy_fraction', float('nan')):.3f}")
+    return [*lines, ""] if lines else []

@@ -133,7 +133,14 @@ class Diffusion(Family):
         target = eps if self.prediction == "eps" else self.schedule.v_target(x0, t, eps)
         with (autocast or contextlib.nullcontext)():
             out = self.net(x_t, t.to(x0.device, torch.float32), y)
-        return F.mse_loss(out.float(), target)
+        gamma = self.cfg.min_snr_gamma
+        if not gamma:
+            return F.mse_loss(out.float(), target)
+        # Min-SNR-gamma (Hang et al. 2023): per-timestep weights that treat denoising as a multi-task problem.
+        snr = self.schedule.at(self.schedule.alpha_bar / (1 - self.schedule.alpha_bar), t).to(x0.device).float()
+        weight = snr.clamp(max=gamma) / (snr if self.prediction == "eps" else snr + 1)
+        per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
+        return (weight * per_sample).mean()
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         opt = ctx.optimizers["denoiser"]
@@ -147,19 +154,6 @@ class Diffusion(Family):
         opt.step()
         self.ema.update_parameters(self.net)
         return {"loss": loss.detach(), "grad_norm": grad.detach()}
-
-    def flops_per_image(self) -> float:
-        """FLOPs of one training step per image: 3x a counted forward pass (backward is about twice forward)."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        n = 2
-        x = torch.zeros(n, *self.x_shape, device=self.device)
-        t = torch.zeros(n, device=self.device)
-        y = torch.zeros(n, dtype=torch.long, device=self.device) if self.conditional else None
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            self.net(x, t, y)
-        return 3.0 * counter.get_total_flops() / n
 
     # --- sampling --------------------------------------------------------------------------------
     def sampling_nets(self) -> dict[str, Net]:

@@ -59,7 +59,8 @@ class PixelCNN(Family):
     def __init__(self, cfg: PixelCNNConfig, spec: DataSpec, base: Family | None = None) -> None:
         super().__init__(cfg, spec, base)
         self.net = GatedPixelCNN(spec.channels, LEVELS, hidden=cfg.hidden, layers=cfg.layers, kernel=cfg.kernel,
-                                 num_classes=spec.num_classes if self.conditional else 0)
+                                 num_classes=spec.num_classes if self.conditional else 0,
+                                 dilations=tuple(cfg.dilations))
 
     def networks(self) -> dict[str, nn.Module]:
         return {"pixelcnn": self.net}

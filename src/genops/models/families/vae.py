@@ -74,7 +74,8 @@ class VAE(Family):
             z = self.reparameterize(mu.float(), logvar.float(), ctx.noise)
             rec = -self.log_likelihood(batch.x, z, y).mean()
         kl = gaussian_kl(mu.float(), logvar.float()).mean()
-        loss = rec + self.beta * kl
+        ramp = self.cfg.kl_warmup * ctx.total_steps
+        loss = rec + self.beta * min(1.0, (ctx.step + 1) / ramp if ramp else 1.0) * kl
         ctx.backward("vae", loss)
         ctx.optimizers["vae"].step()
         return {"loss": loss.detach(), "recon_nll": rec.detach(), "kl": kl.detach()}

@@ -35,15 +35,15 @@ class MaskedConv2d(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor,
-                 pad: tuple[int, int, int, int]) -> None:
-        super().__init__(in_channels, out_channels, tuple(mask.shape[2:]))
+                 pad: tuple[int, int, int, int], dilation: int = 1) -> None:
+        super().__init__(in_channels, out_channels, tuple(mask.shape[2:]), dilation=dilation)
         self.register_buffer("mask", mask, persistent=False)
         self.pad = pad  # (left, right, top, bottom) as in F.pad
         with torch.no_grad():
             self.weight.mul_(mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, self.pad), self.weight * self.mask, self.bias)
+        return F.conv2d(F.pad(x, self.pad), self.weight * self.mask, self.bias, dilation=self.dilation)
 
 
 def _gate(t: torch.Tensor) -> torch.Tensor:
@@ -57,20 +57,26 @@ class GatedLayer(nn.Module):
     Vertical: kernel (k//2 + 1) x k over rows i - k//2 .. i; mask A drops row i, so the first layer
     sees only rows above and no later layer can bring row i back. Horizontal: kernel 1 x (k//2 + 1)
     over columns j - k//2 .. j, the current column masked per channel group.
+
+    With dilation d the same taps are d apart (rows i - d k//2 .. i, columns j - d k//2 .. j + d k//2):
+    still only rows <= i and columns <= j in the current row, so causality is kept, while the receptive
+    field grows by d k//2 rows per layer at the cost of an undilated layer (WaveNet, van den Oord et al. 2016).
     """
 
-    def __init__(self, c_in: int, hidden: int, groups: int, kernel: int, first: bool, num_classes: int) -> None:
+    def __init__(self, c_in: int, hidden: int, groups: int, kernel: int, first: bool, num_classes: int,
+                 dilation: int = 1) -> None:
         super().__init__()
         half = kernel // 2
+        reach = half * dilation
         in_g, h_g = channel_groups(c_in, groups), channel_groups(hidden, groups)
         gate_g = torch.cat([h_g, h_g])  # gate halves (a, b) keep the groups of the channels they multiply
         v_mask = torch.ones(2 * hidden, c_in, half + 1, kernel)
         if first:
             v_mask[:, :, -1] = 0.0
-        self.v_conv = MaskedConv2d(c_in, 2 * hidden, v_mask, (half, half, half, 0))
+        self.v_conv = MaskedConv2d(c_in, 2 * hidden, v_mask, (reach, reach, reach, 0), dilation)
         h_mask = torch.ones(2 * hidden, c_in, 1, half + 1)
         h_mask[:, :, 0, -1] = center_mask(gate_g, in_g, include_self=not first)
-        self.h_conv = MaskedConv2d(c_in, 2 * hidden, h_mask, (half, 0, 0, 0))
+        self.h_conv = MaskedConv2d(c_in, 2 * hidden, h_mask, (reach, 0, 0, 0), dilation)
         self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)  # vertical features only know rows above: no mask
         self.h_out = MaskedConv2d(hidden, hidden, center_mask(h_g, h_g, True)[:, :, None, None], (0, 0, 0, 0))
         self.residual = not first  # the first layer's input holds the current pixel: no skip around the mask
@@ -97,7 +103,8 @@ class GatedPixelCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int, n_values: int = LEVELS, hidden: int = 32, layers: int = 6,
-                 kernel: int = 5, num_classes: int = 0, embed_dim: int = 0) -> None:
+                 kernel: int = 5, num_classes: int = 0, embed_dim: int = 0,
+                 dilations: tuple[int, ...] = (1,)) -> None:
         super().__init__()
         if kernel < 3 or kernel % 2 == 0:
             raise GenopsError(f"pixelcnn kernel={kernel}: expected an odd size >= 3")
@@ -107,8 +114,13 @@ class GatedPixelCNN(nn.Module):
         hidden = math.ceil(hidden / in_channels) * in_channels
         self.embed = nn.Embedding(n_values, embed_dim) if embed_dim else None
         c_in = in_channels * embed_dim if embed_dim else in_channels
+        if any(d < 1 for d in dilations) or not dilations:
+            raise GenopsError(f"pixelcnn dilations={list(dilations)}: expected positive integers")
+        # Layer i > 0 takes dilations[(i - 1) % len]; the first (mask A) layer is never dilated, so the pixels
+        # right next to the current one are always seen.
         self.layers = nn.ModuleList(
-            GatedLayer(c_in if i == 0 else hidden, hidden, in_channels, kernel, i == 0, num_classes)
+            GatedLayer(c_in if i == 0 else hidden, hidden, in_channels, kernel, i == 0, num_classes,
+                       1 if i == 0 else dilations[(i - 1) % len(dilations)])
             for i in range(layers))
         h_g = channel_groups(hidden, in_channels)
         out_g = channel_groups(in_channels * n_values, in_channels)  # logits of sub-pixel c form block c
