@@ -37,6 +37,7 @@ def load_evaluator(paths: ProjectPaths) -> tuple[EvaluatorNet, dict]:
     return net.eval(), meta
 
 
+@torch.no_grad()
 def features_and_probs(net: EvaluatorNet, images: torch.Tensor, labeled: bool):
     """Penultimate features and (for a trained classifier) class probabilities of uint8 or [0, 1] images."""
     feats = batched(FeatureExtractor(net), images)
