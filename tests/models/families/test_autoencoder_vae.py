@@ -100,3 +100,19 @@ def test_autoencoder_latent_gaussian_is_fitted_to_training_latents():
     torch.testing.assert_close(ae.latent.mean, z.mean(0), atol=1e-4, rtol=1e-4)
     cov = ae.latent.chol @ ae.latent.chol.T
     torch.testing.assert_close(cov, torch.cov(z.T), atol=1e-4, rtol=1e-3)
+
+
+def test_kl_warmup_ramps_the_kl_weight_from_zero_to_beta():
+    """vae.kl_warmup = 0.5 of 10 steps: step s weighs the KL by beta x (s + 1) / 5, then beta."""
+    import contextlib
+
+    from genops.models.base import StepContext
+
+    spec = DataSpec(8, 8, 1)
+    batch = Batch(torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))
+    for step, weight in ((0, 0.2), (3, 0.8), (7, 1.0)):
+        torch.manual_seed(0)
+        family = build_family("vae", spec, {"widths": [8], "beta": 1.0, "kl_warmup": 0.5})
+        out = family.train_step(batch, StepContext(step, 10, family.make_optimizers(1e-3), contextlib.nullcontext,
+                                                   torch.Generator().manual_seed(0)))
+        assert float(out["loss"]) == pytest.approx(float(out["recon_nll"]) + weight * float(out["kl"]), rel=1e-5)
