@@ -180,11 +180,13 @@ class PixelCNNConfig(FamilyConfig):
     """Gated PixelCNN (van den Oord et al. 2016), 256-way softmax per sub-pixel."""
 
     hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
-    layers: int = field(5, "gated layers", ge=1)
+    layers: int = field(8, "gated layers", ge=1)
     kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
-    dilations: list[int] = field([1], "dilation of gated layers 2, 3, ... (cycled; the first is never dilated): "
-                                      "[1, 2, 4, 8] reaches ~8x further up and sideways at the same cost",
-                                 min_length=1)
+    # Five undilated 3x3 layers let pixel (20, 14) of a 28 x 28 digit see 60 of the 574 pixels before it (rows
+    # 15-20): strokes without a digit. Eight layers dilated 1, 2, 4, 8 see all 574 at the cost of eight plain ones.
+    dilations: list[int] = field([1, 2, 4, 8], "dilation of gated layers 2, 3, ... (cycled; the first is never "
+                                               "dilated): the receptive field grows by dilation x kernel//2 rows a "
+                                               "layer at the cost of an undilated layer; [1] = none", min_length=1)
     evaluate: EvaluateBudget = field(EvaluateBudget(n_samples=200, speed_samples=32, variant_samples=32),
                                      "sampling is sequential: score fewer samples", training=False)
 

@@ -72,7 +72,7 @@ class TrainConfig(Section):
     steps: int | None = field(None, "steps for every family instead of the budget (quick runs, tests); null = from "
                                     "train.budget", ge=1)
     batch_size: int = field(64, "images per training step", ge=1)
-    snapshots: list[float] = field([0.125, 0.25, 0.5], "fractions of the steps after which the weights are kept "
+    snapshots: list[float] = field([0.25, 0.5], "fractions of the steps after which the weights are kept "
                                    "(checkpoints/FAMILY/snapshots) and scored by evaluate: quality against compute")
     lr: float = field(0.001, "Adam learning rate (a family's own lr overrides it)", gt=0)
     checkpoint_every: int = field(250, "steps between resumable checkpoints", ge=1, training=False)
@@ -127,7 +127,7 @@ class EvaluateConfig(Section):
     variant_samples: int = field(200, "samples per sampling variant (e.g. DDIM step counts) for the quality/speed "
                                       "curve", ge=2)
     speed_samples: int = field(512, "samples timed for images/s", ge=1)
-    curve_samples: int = field(200, "samples per point of the quality-vs-compute curve (the training snapshots and "
+    curve_samples: int = field(128, "samples per point of the quality-vs-compute curve (the training snapshots and "
                                     "the final model; the same count for every family, as FID depends on it)", ge=2)
     iw_samples: int = field(64, "importance samples for the VAE's NLL bound", ge=1)
     nll_subset: int = field(1000, "test images used for likelihoods", ge=1)
