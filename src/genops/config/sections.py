@@ -67,7 +67,7 @@ class DistributedConfig(Section):
 class TrainConfig(Section):
     device: str = field("auto", "auto = CUDA (bf16 autocast) when a GPU is present, else CPU; or cpu | cuda[:N]")
     budget: float | None = field(
-        2.0e13, "training FLOPs per family (forward + backward, counted by torch's FLOP formulas over real "
+        8.0e12, "training FLOPs per family (forward + backward, counted by torch's FLOP formulas over real "
         "steps): each family trains for budget / its FLOPs per step, so every family gets the same compute", gt=0)
     steps: int | None = field(None, "steps for every family instead of the budget (quick runs, tests); null = from "
                                     "train.budget", ge=1)
