@@ -222,11 +222,13 @@ def _compute_table(rows: dict[str, dict]) -> list[str]:
     curves = {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
     if not curves:
         return []
-    fractions = sorted({p["fraction"] for points in curves.values() for p in points})
+    # Snapshot steps are round(fraction x steps), so the exact fraction differs a little between families: the
+    # columns are the nominal fractions (two decimals), which is what train.snapshots asked for.
+    fractions = sorted({round(p["fraction"], 2) for points in curves.values() for p in points})
     lines = ["| family | PFLOPs trained | steps | " + " | ".join(f"FID at {f:.0%}" for f in fractions)
              + " | last step's gain |", "|---" * (len(fractions) + 4) + "|"]
     for fam, points in curves.items():
-        at = {p["fraction"]: p["fid"] for p in points}
+        at = {round(p["fraction"], 2): p["fid"] for p in points}
         gain = (points[-2]["fid"] - points[-1]["fid"]) / points[-2]["fid"] if points[-2]["fid"] else float("nan")
         budget = rows[fam].get("budget") or {}
         lines.append(f"| {fam} | {budget.get('total_flops', float('nan')) / 1e15:.3g} | {budget.get('steps', '–')} | "
