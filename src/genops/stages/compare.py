@@ -226,7 +226,7 @@ def _compute_table(rows: dict[str, dict]) -> list[str]:
     # columns are the nominal fractions (two decimals), which is what train.snapshots asked for.
     fractions = sorted({round(p["fraction"], 2) for points in curves.values() for p in points})
     lines = ["| family | PFLOPs trained | steps | " + " | ".join(f"FID at {f:.0%}" for f in fractions)
-             + " | last step's gain |", "|---" * (len(fractions) + 4) + "|"]
+             + " | gain since the last snapshot |", "|---" * (len(fractions) + 4) + "|"]
     for fam, points in curves.items():
         at = {round(p["fraction"], 2): p["fid"] for p in points}
         gain = (points[-2]["fid"] - points[-1]["fid"]) / points[-2]["fid"] if points[-2]["fid"] else float("nan")
@@ -314,8 +314,8 @@ def compare_stage(params: Params, root: Path, log_mlflow: bool = False) -> dict:
         lines += ["## Quality against training compute", "",
                   "Every family trains on the same budget of FLOPs (`train.budget`; the columns 'train steps', 'train "
                   "PFLOPs' and 'train wall' above show what each got). FID here uses `evaluate.curve_samples` samples "
-                  "at every point, so points compare with each other, not with the headline FID. A large last-step "
-                  "gain means the family was still improving when its budget ended.", "",
+                  "at every point, so points compare with each other, not with the headline FID. A large gain since "
+                  "the last snapshot means the family was still improving when its budget ended.", "",
                   *_compute_table(rows), "", "![quality vs compute](quality_vs_compute.png)", ""]
     if samples:
         lines += ["## Samples", "", "![samples](samples.png)", ""]
