@@ -4,11 +4,12 @@
     python benchmarks/run.py --smoke        # also time a fresh `genops pipeline --smoke`
     python benchmarks/run.py --families diffusion,latent-diffusion   # a subset
 
-Per family: training images/s, FLOPs per training image (counted by torch's FlopCounterMode over one real
-train_step, backward included) and the achieved FLOP/s as a share of this machine's fp32 matmul peak,
-measured in the same run; sampling images/s at batch 64 through torch and through ONNX Runtime (the same
-sampler loop, the nets swapped) and batch-1 latency. Quality-against-speed of the diffusion samplers
-(DDPM-T vs DDIM-S) is read from the last default run's metrics/FAMILY.json (FID needs trained weights).
+Per family: training images/s, FLOPs per training image (genops.training.budget's count over real train_steps,
+backward and double backward included: what train.budget divides) and the achieved FLOP/s as a share of this
+machine's fp32 matmul peak, measured in the same run; sampling images/s at batch 64 through torch and through
+ONNX Runtime (the same sampler loop, the nets swapped) and batch-1 latency. Quality-against-speed of the
+diffusion samplers (DDPM-T vs DDIM-S) is read from the last default run's metrics/FAMILY.json
+(FID needs trained weights).
 
 Stage wall times and orchestration overhead come from the last flow runs' reports/pipeline_run.json
 (the default run in the project root and the smoke run in .genops/smoke).

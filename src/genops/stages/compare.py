@@ -192,9 +192,14 @@ def _variant_curves(variants: dict[str, list], path: Path) -> Path | None:
     return path
 
 
+def _curves(rows: dict[str, dict]) -> dict[str, list[dict]]:
+    """family -> its quality-vs-compute points, for families with a curve (snapshots and the end)."""
+    return {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
+
+
 def _compute_curves(rows: dict[str, dict], path: Path) -> Path | None:
     """FID and recall against training FLOPs, every family on the same axes (from the evaluate stage's curve)."""
-    curves = {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
+    curves = _curves(rows)
     if not curves:
         return None
     plt = pyplot()
@@ -219,7 +224,7 @@ def _compute_curves(rows: dict[str, dict], path: Path) -> Path | None:
 
 def _compute_table(rows: dict[str, dict]) -> list[str]:
     """FID at each fraction of the budget, per family, and whether it was still improving at the end."""
-    curves = {fam: row["curve"] for fam, row in rows.items() if len(row.get("curve") or []) > 1}
+    curves = _curves(rows)
     if not curves:
         return []
     # Snapshot steps are round(fraction x steps), so the exact fraction differs a little between families: the

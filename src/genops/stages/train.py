@@ -117,8 +117,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
         snapshots = paths.work(family_name) / SNAPSHOTS
 
         def on_snapshot(step: int) -> None:
-            _save_snapshot(snapshots / f"step-{step:08d}", family, data, loop.batch_size * 2,
-                           {**extra, "snapshot_step": step, "snapshot_flops": step * budget.flops_per_step})
+            _save_snapshot(snapshots / snapshot_name(step), family, data, loop.batch_size * 2,
+                           {**extra, "snapshot_step": step})
 
         result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard,
                        on_snapshot=on_snapshot)
@@ -128,7 +128,7 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
         with atomic_dir(paths.checkpoint(family_name)) as out:
             save_bundle(out, family, extra)
             for step in loop.snapshots:  # the weights part-way through, for the quality-vs-compute curve
-                shutil.copytree(snapshots / f"step-{step:08d}", out / SNAPSHOTS / f"step-{step:08d}")
+                shutil.copytree(snapshots / snapshot_name(step), out / SNAPSHOTS / snapshot_name(step))
             write_history(out / "history.csv", result.history)
             write_json_atomic(out / "run.json", {"run_id": run.info.run_id,
                                                  "experiment_id": run.info.experiment_id})
@@ -156,6 +156,10 @@ def snapshot_steps(fractions: list[float], steps: int) -> tuple[int, ...]:
     return tuple(sorted({round(f * steps) for f in fractions} - {0, steps}))
 
 
+def snapshot_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
 def _budget(family, cfg, tcfg, data, device, seed: int):
     """The family's steps from train.budget (or an explicit step count), with its FLOPs per step counted on the
     first real batch; refused when the family cannot train that many steps."""
@@ -181,11 +185,11 @@ def _save_snapshot(folder: Path, family, data, batch_size: int, extra: dict) -> 
     left untouched."""
     import copy
 
-    import torch
+    from genops.training.device import rng_kept
 
     if (folder / WEIGHTS).is_file() and read_meta(folder).get("fingerprint") == extra["fingerprint"]:
         return
-    with torch.random.fork_rng(devices=[]):
+    with rng_kept(family.device):
         snap = copy.deepcopy(family)
         snap.train_mode(False)
         snap.on_train_end(data, batch_size)

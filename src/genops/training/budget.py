@@ -19,6 +19,7 @@ from torch.utils.flop_counter import flop_registry
 from genops.data.tensors import Batch
 from genops.models.base import Family
 from genops.models.step import StepContext
+from genops.training.device import rng_kept
 
 # The step count phases are placed in while probing: far beyond any real run, so a phase at fraction f of the
 # steps starts at a step index no schedule treats specially (warm-up ends, EMA ramps) other than by its phase.
@@ -71,9 +72,8 @@ def flops_per_step(family: Family, batch: Batch, lr: float, seed: int) -> float:
     probe = copy.deepcopy(family)
     optimizers = probe.make_optimizers(lr)
     generator = torch.Generator().manual_seed(seed)
-    devices = [batch.x.device] if batch.x.device.type == "cuda" else []
     total = 0.0
-    with torch.random.fork_rng(devices=devices):
+    with rng_kept(batch.x.device):
         probe.train_mode(True)
         for start, share in probe.flop_phases():
             first = int(start * _PROBE_TOTAL) + 1  # +1: first-step work (data-dependent inits) is not per-step

@@ -37,3 +37,9 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
     if threads:
         torch.set_num_threads(int(threads))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def rng_kept(device: torch.device) -> AbstractContextManager:
+    """Work inside leaves torch's CPU (and, on CUDA, that device's) random state as it was: side computations
+    (FLOP probes, snapshots) must not change what the training run draws next."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
