@@ -75,8 +75,11 @@ class Autoencoder(Family):
         self.latent.mean.copy_(mean.float())
         self.latent.chol.copy_(torch.linalg.cholesky(cov).float())
 
+    def _sampler(self) -> LatentGaussianSampler:
+        return LatentGaussianSampler(nn.Sequential(self.decoder, nn.Sigmoid()), self.latent.mean, self.latent.chol)
+
     def sampling_nets(self) -> dict[str, Net]:
-        return {"sampler": LatentGaussianSampler(self.decoder, self.latent.mean, self.latent.chol)}
+        return {"sampler": self._sampler()}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator, labels: torch.Tensor | None = None,
@@ -86,8 +89,7 @@ class Autoencoder(Family):
         return nets["sampler"](noise.to(self.device)).clamp(0, 1)
 
     def export_specs(self) -> list[ExportSpec]:
-        return [ExportSpec("sampler", LatentGaussianSampler(self.decoder, self.latent.mean, self.latent.chol),
-                           (torch.randn(2, self.latent_dim),), ["noise"], ["image"]),
+        return [ExportSpec("sampler", self._sampler(), (torch.randn(2, self.latent_dim),), ["noise"], ["image"]),
                 ExportSpec("encoder", self.encoder, (torch.rand(2, *self.spec.shape),), ["image"], ["z"])]
 
     @torch.no_grad()

@@ -7,16 +7,19 @@ from torch import nn
 
 
 class LatentGaussianSampler(nn.Module):
-    """The exported sampler graph: noise eps ~ N(0, I) -> decode(m + L eps)."""
+    """The exported sampler graph: noise eps ~ N(0, I) [, label] -> to_image(m + L eps [, label]).
 
-    def __init__(self, decoder: nn.Module, mean: torch.Tensor, chol: torch.Tensor) -> None:
+    `to_image` maps a latent to pixels (the autoencoder's decoder + sigmoid, the VAE's decoder mean), so one
+    graph serves every family whose prior is a Gaussian N(m, L L^T) held as buffers."""
+
+    def __init__(self, to_image: nn.Module, mean: torch.Tensor, chol: torch.Tensor) -> None:
         super().__init__()
-        self.decoder = decoder
+        self.to_image = to_image
         self.mean, self.chol = mean, chol
 
-    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         z = self.mean + noise @ self.chol.T
-        return torch.sigmoid(self.decoder(z))
+        return self.to_image(z) if label is None else self.to_image(z, label)
 
 
 class NoiseToImage(nn.Module):
