@@ -194,6 +194,10 @@ class PixelCNNConfig(FamilyConfig):
     """Gated PixelCNN (van den Oord et al. 2016), 256-way softmax per sub-pixel."""
 
     hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
+    # Measured at the default budget (612 steps, same data and seed): lr 1e-3 -> 3e-3 took the final train bpd
+    # 1.26 -> 1.16 and FID 211 -> 198 (precision 0.49 -> 0.67, recall 0.54 -> 0.73); the small gated network is
+    # stable at it, and an under-trained likelihood model gains most from larger early steps.
+    lr: float | None = field(0.003, "Adam learning rate; null = train.lr", gt=0)
     layers: int = field(8, "gated layers", ge=1)
     kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
     # Five undilated 3x3 layers let pixel (20, 14) of a 28 x 28 digit see 60 of the 574 pixels before it (rows
