@@ -30,6 +30,8 @@ class ValidationConfig(Section):
     min_per_class: int = field(10, "fewest images per class (labeled data)", ge=0)
     max_duplicate_fraction: float = field(0.05, "largest share of exact duplicate images", ge=0, le=1)
     max_unreadable_fraction: float = field(0.02, "largest share of unreadable files (they are skipped)", ge=0, le=1)
+    strict: bool = field(False, "refuse any repair prepare made (a skipped unreadable file, a resized image, alpha "
+                                "or colour removed) instead of naming it and going on", training=False)
     data_docs: bool = field(True, "write HTML Data Docs to reports/validation/docs", training=False)
 
     @model_validator(mode="after")

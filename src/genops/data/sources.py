@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class RawImage:
     label: int
     pixels: np.ndarray | None  # H x W x C, original dtype
     error: str = ""
+    repair: str = ""  # what decoding had to change, e.g. "alpha removed": prepare names it (validation.strict refuses)
 
 
 @dataclass
@@ -80,23 +82,26 @@ def _load_digits() -> RawDataset:
     return RawDataset(images, class_names=[str(d) for d in range(10)])
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Decode one file to H x W x C (C in 1, 3), keeping 16-bit depth if present."""
+def _read_image(path: Path) -> tuple[np.ndarray, str]:
+    """Decode one file to H x W x C (C in 1, 3), keeping 16-bit depth if present; and the repair it needed.
+
+    PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) is left as PIL sets it: a file that decodes to
+    more than twice that many pixels raises and is skipped as unreadable, never loaded into memory."""
     from PIL import Image
 
     with Image.open(path) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img).astype(np.uint16 if img.mode.startswith("I;16") else np.int32)
-            return arr[..., None]
+            return arr[..., None], ""
         if img.mode in ("1", "L", "LA", "P") and not _palette_has_color(img):
-            return np.asarray(img.convert("L"))[..., None]
+            return np.asarray(img.convert("L"))[..., None], "alpha removed" if img.mode == "LA" else ""
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             # Composite transparent pixels over black so the alpha channel does not leak noise.
             background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-        return np.asarray(img.convert("RGB"))
+            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB")), "alpha removed"
+        return np.asarray(img.convert("RGB")), f"{img.mode} converted to RGB" if img.mode == "CMYK" else ""
 
 
 def _palette_has_color(img) -> bool:
@@ -128,36 +133,60 @@ def _load_folder(folder: Path) -> RawDataset:
     for path, label in entries:
         name = str(path.relative_to(folder))
         try:
-            images.append(RawImage(name, label, _read_image(path)))
+            pixels, repair = _read_image(path)
+            images.append(RawImage(name, label, pixels, repair=repair))
         except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable", recorded per file
             images.append(RawImage(name, label, None, error=f"{type(exc).__name__}: {exc}"))
     return RawDataset(images, class_names=class_names)
 
 
 def _load_npz(path: Path) -> RawDataset:
-    with np.load(path, allow_pickle=False) as npz:
+    # allow_pickle=False: an .npz is untrusted input, and an object array would run pickle code on load.
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:  # not a zip of .npy arrays
+        raise GenopsError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise GenopsError(f"{path}: a single .npy array, not an .npz archive with an 'images' array")
+    with npz:
         if "images" not in npz.files:
             raise GenopsError(f"{path}: missing array 'images' (found: {', '.join(npz.files) or 'none'})")
-        arr = npz["images"]
-        labels = npz["labels"] if "labels" in npz.files else None
+        arr = _npz_array(npz, "images", path)
+        labels = _npz_array(npz, "labels", path) if "labels" in npz.files else None
     if arr.ndim == 3:
         arr = arr[..., None]
     elif arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
         arr = arr.transpose(0, 2, 3, 1)  # N x C x H x W -> N x H x W x C
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
         raise GenopsError(f"{path}: 'images' must be N x H x W or N x H x W x C with C in 1, 3, 4; got {arr.shape}")
-    if arr.shape[-1] == 4:
+    alpha = arr.shape[-1] == 4
+    if alpha:
         arr = arr[..., :3]
+    class_names = None
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(arr):
             raise GenopsError(f"{path}: 'labels' has {len(labels)} entries but 'images' has {len(arr)}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise GenopsError(f"{path}: 'labels' must be integers, got dtype {labels.dtype}")
+        if labels.dtype.kind in "US":  # class names: sorted, each name's index is its label
+            class_names, labels = np.unique(labels.astype(str), return_inverse=True)
+            log.info("%s: string labels read as %d class names: %s", path, len(class_names),
+                     ", ".join(class_names[:10]))
+        elif not np.issubdtype(labels.dtype, np.integer):
+            raise GenopsError(f"{path}: 'labels' must be integers or strings (class names), got dtype {labels.dtype}")
     is_float = np.issubdtype(arr.dtype, np.floating)
     value_max = 1.0 if is_float else float(np.iinfo(arr.dtype).max) if arr.dtype != np.uint8 else 255.0
     names = [f"array[{i}]" for i in range(len(arr))]
     ys = labels.astype(int) if labels is not None else np.full(len(arr), -1)
     n_classes = int(ys.max()) + 1 if labels is not None and len(ys) else 0
-    images = [RawImage(n, int(y), x) for n, y, x in zip(names, ys, arr)]
-    return RawDataset(images, class_names=[str(i) for i in range(n_classes)], value_max=value_max)
+    class_names = list(class_names) if class_names is not None else [str(i) for i in range(n_classes)]
+    repair = "alpha removed" if alpha else ""
+    images = [RawImage(n, int(y), x, repair=repair) for n, y, x in zip(names, ys, arr)]
+    return RawDataset(images, class_names=class_names, value_max=value_max)
+
+
+def _npz_array(npz, key: str, path: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+        raise GenopsError(f"{path}: array {key!r} holds Python objects, which genops does not unpickle; save it as "
+                          f"a numeric array (images) or integer/string array (labels)") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,10 @@ from genops.storage.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
 
+MIN_SIZE = 8  # the smallest prepared side the networks take (three stride-2 levels)
+NAMED = 5  # files named in a repair's log line (all of them are in metadata.csv and the validation report)
+REPAIRS = "repairs.json"
+
 
 @dataclass
 class PrepareResult:
@@ -27,6 +31,7 @@ class PrepareResult:
     n_test: int
     n_dropped: int
     data_hash: str
+    repairs: dict[str, list[str]] = field(default_factory=dict)  # kind -> files
 
 
 def _split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -74,6 +79,11 @@ def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> Pr
     channels = choose_channels(images, data.channels)
     log.info("prepare: %d images from %s -> %dx%dx%d", len(images), data.source, size[0], size[1], channels)
 
+    if min(size) < MIN_SIZE:
+        raise GenopsError(f"data.source={data.source!r}: images would be prepared at {size[0]}x{size[1]}, below the "
+                          f"{MIN_SIZE}x{MIN_SIZE} the networks need (the most common size in the data, or "
+                          f"data.image_size); set data.image_size to at least {MIN_SIZE}")
+
     rows, arrays, labels = [], [], []
     for i, im in enumerate(images):
         row = _row(i, im, raw.value_max)
@@ -85,6 +95,7 @@ def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> Pr
                        sha1=hashlib.sha1(x.tobytes()).hexdigest())
         else:
             row.update(prep_height=-1, prep_width=-1, prep_channels=-1, sha1="")
+        row["repair"] = "; ".join(_repairs(im, size, channels))
         rows.append(row)
     if not arrays:
         raise GenopsError(f"data.source={data.source!r}: none of the {len(images)} images could be read")
@@ -105,6 +116,7 @@ def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> Pr
     num_classes = len(raw.class_names) if (y_all >= 0).any() else 0
     spec = DataSpec(size[0], size[1], channels, num_classes, raw.class_names if num_classes else [])
 
+    repairs = repair_summary(rows)
     with atomic_dir(out_dir) as tmp:
         np.savez(tmp / "train.npz", images=x_all[~is_test], labels=y_all[~is_test])
         np.savez(tmp / "test.npz", images=x_all[is_test], labels=y_all[is_test])
@@ -112,7 +124,35 @@ def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> Pr
         write_json_atomic(tmp / "spec.json", {**spec.to_dict(), "n_train": int((~is_test).sum()),
                                                "n_test": int(is_test.sum()), "source": data.source,
                                                "data_hash": data_hash})
+        write_json_atomic(tmp / REPAIRS, {kind: {"count": len(files), "files": files}
+                                          for kind, files in repairs.items()})
     dropped = len(rows) - len(arrays)
-    if dropped:
-        log.warning("prepare: %d of %d files could not be read (see metadata.csv, column error)", dropped, len(rows))
-    return PrepareResult(spec, int((~is_test).sum()), int(is_test.sum()), dropped, data_hash)
+    for kind, files in repairs.items():
+        shown = ", ".join(files[:NAMED])
+        log.warning("prepare: %s %d of %d images (%s%s; all in metadata.csv, column repair, and the validation "
+                    "report; validation.strict: true refuses them)", kind, len(files), len(rows), shown,
+                    ", ..." if len(files) > NAMED else "")
+    return PrepareResult(spec, int((~is_test).sum()), int(is_test.sum()), dropped, data_hash, repairs)
+
+
+def _repairs(im: RawImage, size: tuple[int, int], channels: int) -> list[str]:
+    """What prepare changed about one image, each as "kind (detail)": a repair is named, never silent."""
+    if im.pixels is None:
+        return [f"skipped ({im.error})"]
+    out = [im.repair] if im.repair else []
+    h, w, c = im.pixels.shape
+    if (h, w) != size:
+        out.append(f"resized ({h}x{w} -> {size[0]}x{size[1]})")
+    if c == 3 and channels == 1 and not (np.array_equal(im.pixels[..., 0], im.pixels[..., 1])
+                                         and np.array_equal(im.pixels[..., 1], im.pixels[..., 2])):
+        out.append("colour converted to grey")
+    return out
+
+
+def repair_summary(rows: list[dict]) -> dict[str, list[str]]:
+    """kind -> the files it was applied to (in source order), e.g. {"resized": [...], "skipped": [...]}."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        for item in filter(None, r["repair"].split("; ")):
+            out.setdefault(item.split(" (")[0], []).append(r["file"])
+    return out

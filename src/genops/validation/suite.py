@@ -45,7 +45,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 _INT_COLUMNS = ("index", "height", "width", "channels", "nonfinite", "label",
                 "prep_height", "prep_width", "prep_channels")
 _FLOAT_COLUMNS = ("raw_min", "raw_max", "value_max_allowed")
-_STR_COLUMNS = ("split", "file", "dtype", "sha1", "error")
+_STR_COLUMNS = ("split", "file", "dtype", "sha1", "error", "repair")
 _SITE = "genops"
 _N_EXAMPLES = 5  # offending rows kept in result.json
 _N_SHOWN = 3  # ... and shown in the one-line message
@@ -105,8 +105,9 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValidationFailed(f"validate: {path} lacks column(s) {', '.join(missing)}; rerun the prepare stage")
-    if "error" not in df.columns:
-        df["error"] = ""
+    for c in ("error", "repair"):
+        if c not in df.columns:
+            df[c] = ""
     for c in _STR_COLUMNS:
         df[c] = df[c].astype(str)
     for c in _INT_COLUMNS:
@@ -214,7 +215,15 @@ def _build_checks(gx: Any, p: ValidationConfig, spec: dict, errors: dict[str, st
             lambda e: f"{e['file']} (label {_num(e['label'])})",
         )
 
-    return [
+    strict = [_Check(
+        "no_repairs", "images",
+        E.ExpectColumnValuesToBeInSet(column="repair", value_set=[""]),
+        "repair, [''] (validation.strict)",
+        lambda o: f"{o.count} of {o.total} files needed a repair, which validation.strict refuses{o.eg()} "
+                  "(expected every file readable, at the prepared size and channels as it is)",
+        lambda e: f"{e['file']} ({e['repair']})",
+    )] if p.strict else []
+    return strict + [
         _Check(
             "unreadable", "images",
             E.ExpectColumnValuesToBeInSet(column="readable", value_set=[True], mostly=round(ok_rows, 12)),
@@ -320,6 +329,13 @@ def _build_checks(gx: Any, p: ValidationConfig, spec: dict, errors: dict[str, st
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _repairs(prepared_dir: Path) -> dict:
+    import json
+
+    path = prepared_dir / "repairs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _num(v: Any) -> str:
@@ -501,6 +517,8 @@ def validate(p: ValidationConfig, prepared_dir: Path, report_dir: Path) -> Valid
         "n_readable": int(df["readable"].sum()),
         "data_hash": spec.get("data_hash"),
         "expectations": entries,
+        # every repair prepare made (kind -> count and all files), so a skipped or resized file is on record
+        "repairs": _repairs(prepared_dir),
     }
     result_path = report_dir / "result.json"
     write_json_atomic(result_path, result)
