@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -93,6 +94,18 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
         assert np.abs(npz["images"].astype(int) - onnx_images.astype(int)).max() <= 1
     run(["genops", "sample", "autoencoder", "--out", str(tmp_path / "grid.png")], root, env)
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+    # Every file of a version has its sha256 in the version's tags; a copy changed in the artifact store is refused
+    # before it is loaded, naming the file.
+    assert champion.tags["genops.sha256.weights.safetensors"] and champion.tags["genops.sha256.sampler.onnx"]
+    store = Path(urlparse(client.get_model_version_download_uri("genops-autoencoder", "1")).path)
+    (stored,) = store.rglob("extra_files/weights.safetensors")
+    pristine = stored.read_bytes()
+    stored.write_bytes(pristine[:-1] + bytes([pristine[-1] ^ 1]))
+    bad = run(["genops", "sample", "autoencoder", "--backend", "torch", "--out", str(tmp_path / "x.png")], root, env,
+              check=False)
+    assert bad.returncode != 0 and "weights.safetensors: sha256" in bad.stderr and "not loaded" in bad.stderr
+    stored.write_bytes(pristine)
 
     # A worse candidate is registered but does not displace the champion.
     metrics_path = root / "metrics" / "vae.json"

@@ -98,10 +98,14 @@ class OrtNet:
 
 
 def load_nets(folder: Path, names: list[str], threads: int | None = None) -> dict[str, OrtNet]:
+    """ORT sessions of these graphs, each checked against the sha256 that export recorded beside it."""
+    from genops.storage.integrity import verify_recorded
+
     nets = {}
     for name in names:
         path = Path(folder) / f"{name}.onnx"
         if not path.is_file():
             raise GenopsError(f"{path} is missing: run `genops export` first")
+        verify_recorded(folder, [path.name], "re-run `genops export` (or `dvc pull` / `dvc checkout` it)")
         nets[name] = OrtNet(make_session(path, threads))
     return nets

@@ -13,6 +13,7 @@ from genops.config import Params
 from genops.errors import ExportParityError
 from genops.storage.atomic import atomic_dir, write_json_atomic
 from genops.storage.bundle import load_bundle
+from genops.storage.integrity import record_hashes
 from genops.storage.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def export_stage(family_name: str, params: Params, root: Path) -> dict:
             t0 = time.perf_counter()
             path = out / f"{spec.name}.onnx"
             export_graph(spec, path, opset)
+            record_hashes(out, [f"{s.name}.onnx" for s in specs if (out / f"{s.name}.onnx").is_file()])
             np.savez(out / f"{spec.name}.example.npz",
                      **{n: t.numpy() for n, t in zip(spec.input_names, spec.example_inputs)})
             diff = check_parity(spec, path, atol, seed)

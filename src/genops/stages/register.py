@@ -37,9 +37,10 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     from mlflow.models import infer_signature
 
     from genops.serving.onnx_runtime import make_session
+    from genops.storage.integrity import verify_recorded
     from genops.tracking.model_card import model_card
     from genops.tracking.promotion import decide, half_width
-    from genops.tracking.registry import champion_value, exists, model_name
+    from genops.tracking.registry import champion_value, exists, hash_tags, model_name
     from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import context_tags, git_commit
     from genops.versioning.dvc import out_hashes
@@ -85,6 +86,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
         staged = [str(tmp / f.name) for f in extra]
         with np.load(exported / f"{sampler}.example.npz") as npz:
             example = {k: npz[k] for k in export["graphs"][sampler]["inputs"]}
+        verify_recorded(exported, [f"{g}.onnx" for g in export["graphs"]], "re-run `genops export`")
         session = make_session(exported / f"{sampler}.onnx")
         out = session.run(None, example)[0]
         info = mlflow.onnx.log_model(
@@ -101,7 +103,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
         rule = {"margin": decision.margin, "interval_half_width": decision.half_width,
                 "required_improvement": decision.required, "copy_fraction": copies,
                 "max_copy_fraction": cfg.max_copy_fraction}
-        tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()},
+        tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()}, **hash_tags([Path(f) for f in staged]),
                 **{f"metric.{k}": str(v) for k, v in metrics.items() if isinstance(v, int | float)},
                 "genops.primary_metric": primary, "genops.promotion.decision": "champion" if promote else "challenger",
                 "genops.promotion.reason": reason, "genops.promotion.champion_value": str(prev_value),

@@ -20,6 +20,7 @@ from genops.data.spec import DataSpec
 from genops.errors import GenopsError
 from genops.models.base import Family
 from genops.models.registry import config_class, instantiate
+from genops.storage.integrity import record_hashes, verify_recorded
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def save_bundle(folder: Path, family: Family, extra: dict | None = None) -> None
     folder.mkdir(parents=True, exist_ok=True)
     write_meta(folder, family_meta(family, extra))
     save_file({k: v.detach().contiguous().cpu() for k, v in family.state_dict().items()}, str(folder / WEIGHTS))
+    record_hashes(folder, [WEIGHTS])  # checked by load_bundle before the weights are read
 
 
 def write_meta(folder: Path, meta: dict) -> None:
@@ -80,6 +82,8 @@ def load_bundle(folder: Path, device: torch.device | str = "cpu", weights: bool 
         base = instantiate(base_family, parse_config(base_family, meta["base_cfg"], str(folder)), spec)
     family = instantiate(name, parse_config(name, meta["cfg"], str(folder)), spec, base)
     if weights:
+        verify_recorded(folder, [WEIGHTS], "re-run the stage that wrote it (`genops train`, or `dvc pull` / "
+                                           "`dvc checkout` to restore the recorded version)")
         family.load_state_dict(load_file(str(folder / WEIGHTS)))
     family.to(torch.device(device))
     family.train_mode(False)

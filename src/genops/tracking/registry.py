@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from genops.errors import GenopsError
+
+log = logging.getLogger(__name__)
 
 
 def model_name(family: str, prefix: str) -> str:
@@ -30,7 +33,32 @@ def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:
     files = local / "extra_files"
     if not (files / "family.json").is_file():
         raise GenopsError(f"{model_uri} is not a genops model (no extra_files/family.json)")
+    verify_version_files(model_uri, files)
     return files
+
+
+HASH_TAG = "genops.sha256."  # + file name: the sha256 of each file of a version, recorded at registration
+
+
+def hash_tags(files: list[Path]) -> dict[str, str]:
+    """The version tags that record these files' hashes (the registry database keeps them apart from the artifact
+    store, so a file changed in the store is caught when it is fetched)."""
+    from genops.storage.integrity import sha256_of
+
+    return {f"{HASH_TAG}{f.name}": sha256_of(f) for f in files}
+
+
+def verify_version_files(model_uri: str, files: Path) -> None:
+    """Check every downloaded file against the hash its version recorded at registration, before anything loads."""
+    from genops.storage.integrity import verify
+
+    tags = model_version(model_uri).tags
+    recorded = {k.removeprefix(HASH_TAG): v for k, v in tags.items() if k.startswith(HASH_TAG)}
+    if not recorded:
+        log.warning("%s: registered without file hashes (an older genops); its files are not verified", model_uri)
+    for name, sha in sorted(recorded.items()):
+        verify(files / name, sha, f"the artifact store's copy of {model_uri} is damaged: register the version again "
+                                  "from its checkpoint (`genops restore` it, then `genops register`)")
 
 
 def model_version(model_uri: str):

@@ -13,7 +13,6 @@ refused with a message that names the file and what to do, never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from genops.errors import GenopsError
 from genops.models.base import Family
+from genops.storage.integrity import sha256_of
 
 STATE = "ckpt-state.pt"
 WEIGHTS_PATTERN = "ckpt-*.safetensors"
@@ -39,14 +39,6 @@ class TrainState:
 
 class CorruptCheckpoint(GenopsError):
     """A checkpoint file failed its integrity check: it is not loaded."""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: torch.Generator,
