@@ -35,19 +35,27 @@ def _run(args) -> object:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.quiet)
-    from genops.errors import GenopsError, ValidationFailed
+    from genops.errors import EXIT_TRANSIENT, GenopsError, ValidationFailed, is_transient
 
     try:
         result = _run(args)
     except ValidationFailed as exc:
         print(f"genops {args.command}: dataset rejected by validation\n{exc}", file=sys.stderr)
         return 1
-    except GenopsError as exc:
-        print(f"genops {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"genops {args.command}: interrupted (training resumes from its last checkpoint)", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A network or server-availability failure exits EX_TEMPFAIL, so the flow (and any scheduler) knows a
+        # retry can help; every other failure is deterministic and must not be retried.
+        if is_transient(exc):
+            print(f"genops {args.command}: temporary failure, a retry may pass: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return EXIT_TRANSIENT
+        if isinstance(exc, GenopsError):
+            print(f"genops {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
     if isinstance(result, str):
         print(result, end="" if result.endswith("\n") else "\n")
     elif result is not None:

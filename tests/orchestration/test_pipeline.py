@@ -130,6 +130,10 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     assert result["alias"] == "challenger" and "exceeds register.max_copy_fraction 0.1" in result["reason"]
     assert client.get_model_version_by_alias("genops-vae", "champion").version == champion.version
     assert client.get_model_version_by_alias("genops-vae", "challenger").tags["genops.promotion.copy_fraction"] == "0.5"
+    # Registration is idempotent: the same files again (a retry, a rerun after a kill) make no new version.
+    again = json.loads(run(["genops", "register", "vae"], root, env).stdout)
+    assert again["already_registered"] and again["version"] == result["version"] == 3
+    assert len(client.search_model_versions("name = 'genops-vae'")) == 3
 
 
 def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):

@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from genops.config import load_params
-from genops.errors import GenopsError
+from genops.errors import GenopsError, is_transient
 from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_dag, stage_waves
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace
@@ -29,7 +29,22 @@ from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
 
-@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: retry a stage only when its failure can pass on its own (genops.errors).
+
+    Validation failures, diverged training, a failed parity gate or a corrupt file fail the same way on every
+    attempt; retrying them only hides the verdict and wastes compute."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:  # noqa: BLE001 - an unreadable result: do not retry blind
+            return False
+    return bool(getattr(exc, "transient", False)) or (isinstance(exc, BaseException) and is_transient(exc))
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+      task_run_name="{stage.name}")
 def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_run_id: str | None = None) -> dict:
     from genops.tracking.store import FLOW_RUN_ENV
 
@@ -119,7 +134,8 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     return summary
 
 
-@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE, task_run_name="{stage.name}")
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+      task_run_name="{stage.name}")
 def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | None, threads: int) -> dict:
     """One stage on a (Dask) worker: ask DVC whether it changed, run its command in a subprocess, record it.
     Results travel through the workspace files and the tracking server, never through worker memory."""

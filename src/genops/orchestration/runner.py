@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from genops.errors import GenopsError
+from genops.errors import EXIT_TRANSIENT, GenopsError, StageFailed, is_transient
 from genops.orchestration.dvc_graph import StageInfo
 
 
@@ -46,8 +46,10 @@ def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False,
         t0 = time.perf_counter()
         try:
             result = run_in_process(argv)
-        except GenopsError as exc:
-            raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed:\n{exc}") from exc
+        except Exception as exc:
+            if not isinstance(exc, GenopsError) and not is_transient(exc):
+                raise  # a bug: its traceback, not a message
+            raise StageFailed(f"stage {stage.name} (`{stage.cmd}`) failed:\n{exc}", is_transient(exc)) from exc
         finally:
             for k, v in saved.items():
                 os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -82,5 +84,9 @@ def _run_subprocess(root: Path, stage: StageInfo, extra_env: dict[str, str]) -> 
     code = proc.wait()
     wall = time.perf_counter() - t0
     if code != 0:
-        raise GenopsError(f"stage {stage.name} (`{stage.cmd}`) failed with exit code {code}:\n" + "\n".join(tail))
+        # EX_TEMPFAIL (our CLI's transient failures) and death by a signal (OOM killer, a lost node) may pass on a
+        # retry; any other exit code is the command's own verdict and would repeat.
+        transient = code == EXIT_TRANSIENT or code < 0 or code > 128
+        raise StageFailed(f"stage {stage.name} (`{stage.cmd}`) failed with exit code {code}"
+                          f"{' (transient: retried)' if transient else ''}:\n" + "\n".join(tail), transient)
     return wall

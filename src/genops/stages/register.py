@@ -40,7 +40,15 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     from genops.storage.integrity import verify_recorded
     from genops.tracking.model_card import model_card
     from genops.tracking.promotion import decide, half_width
-    from genops.tracking.registry import champion_value, exists, hash_tags, model_name
+    from genops.tracking.registry import (
+        FINGERPRINT_TAG,
+        champion_value,
+        exists,
+        find_version,
+        hash_tags,
+        model_name,
+        version_fingerprint,
+    )
     from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import context_tags, git_commit
     from genops.versioning.dvc import out_hashes
@@ -84,17 +92,30 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
             if f.parent != tmp:
                 shutil.copy(f, tmp / f.name)
         staged = [str(tmp / f.name) for f in extra]
+        # Idempotent: the same files (weights, graphs, config, metrics) are one version, however often register
+        # runs (a retry after the tracking server went away, a rerun after a kill): found, it is not made twice.
+        file_tags = hash_tags([Path(f) for f in staged if Path(f).name != card.name])
+        fingerprint = version_fingerprint(file_tags)
+        client = MlflowClient()
+        found = find_version(client, name, FINGERPRINT_TAG, fingerprint) if exists(client, name) else None
+        if found is not None and found.aliases:
+            result = {"family": family_name, "model": name, "version": int(found.version),
+                      "alias": sorted(found.aliases)[0], "primary_metric": primary, "candidate_value": value,
+                      "reason": f"already registered as version {found.version} (same files, fingerprint "
+                                f"{fingerprint[:12]}); nothing registered", "already_registered": True, **lineage}
+            write_json_atomic(paths.registration(family_name), result)
+            log.info("register %s: %s", name, result["reason"])
+            return result
         with np.load(exported / f"{sampler}.example.npz") as npz:
             example = {k: npz[k] for k in export["graphs"][sampler]["inputs"]}
         verify_recorded(exported, [f"{g}.onnx" for g in export["graphs"]], "re-run `genops export`")
         session = make_session(exported / f"{sampler}.onnx")
         out = session.run(None, example)[0]
-        info = mlflow.onnx.log_model(
+        info = None if found is not None else mlflow.onnx.log_model(
             onnx.load(str(exported / f"{sampler}.onnx")), name="model",
             signature=infer_signature(example, out), input_example=example,
             pip_requirements=["onnxruntime-gpu==1.31.1", f"onnx=={onnx.__version__}", "numpy"],
             onnx_execution_providers=export["providers"], save_as_external_data=False, extra_files=staged)
-        client = MlflowClient()
         prev_version, prev_value = champion_value(client, name, primary) if exists(client, name) else (None, None)
         copies = metrics.get("copy_fraction")
         decision = decide(value, prev_value, direction, cfg.min_improvement, half_width(metrics, primary),
@@ -104,12 +125,18 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
                 "required_improvement": decision.required, "copy_fraction": copies,
                 "max_copy_fraction": cfg.max_copy_fraction}
         tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()}, **hash_tags([Path(f) for f in staged]),
+                FINGERPRINT_TAG: fingerprint,
                 **{f"metric.{k}": str(v) for k, v in metrics.items() if isinstance(v, int | float)},
                 "genops.primary_metric": primary, "genops.promotion.decision": "champion" if promote else "challenger",
                 "genops.promotion.reason": reason, "genops.promotion.champion_value": str(prev_value),
                 "genops.promotion.previous_champion": str(prev_version),
                 **{f"genops.promotion.{k}": str(v) for k, v in rule.items()}}
-        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        if found is None:
+            mv = mlflow.register_model(info.model_uri, name, tags=tags)
+        else:  # made by an attempt that stopped before its alias was set: finish that version
+            mv = found
+            for k, v in tags.items():
+                client.set_model_version_tag(name, mv.version, k, v)
         client.update_registered_model(name, description=f"{family_name}: {_summary(family_name)}")
         alias = "champion" if promote else "challenger"
         client.set_registered_model_alias(name, alias, mv.version)

@@ -48,6 +48,21 @@ def hash_tags(files: list[Path]) -> dict[str, str]:
     return {f"{HASH_TAG}{f.name}": sha256_of(f) for f in files}
 
 
+FINGERPRINT_TAG = "genops.fingerprint"  # sha256 over the version's file hashes (the model card aside)
+
+
+def version_fingerprint(file_tags: dict[str, str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(file_tags.items())).encode()).hexdigest()
+
+
+def find_version(client, name: str, tag: str, value: str):
+    """The newest version of `name` whose tag `tag` equals `value`, or None."""
+    versions = [mv for mv in client.search_model_versions(f"name = '{name}'") if mv.tags.get(tag) == value]
+    return max(versions, key=lambda mv: int(mv.version), default=None)
+
+
 def verify_version_files(model_uri: str, files: Path) -> None:
     """Check every downloaded file against the hash its version recorded at registration, before anything loads."""
     from genops.storage.integrity import verify
