@@ -24,7 +24,7 @@ from genops.config import load_params
 from genops.errors import GenopsError, is_transient
 from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_dag, stage_waves
 from genops.orchestration.runner import run_stage_command
-from genops.orchestration.workspace import persist_overrides, smoke_workspace
+from genops.orchestration.workspace import persist_overrides, smoke_workspace, workspace_lock
 from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
@@ -277,16 +277,17 @@ def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = Fa
         raise GenopsError("--shared-tracking is for a --smoke run against the tracking server in "
                           "MLFLOW_TRACKING_URI (source the stack's env file); it is not set" if smoke else
                           "--shared-tracking only applies to --smoke (a full run always uses MLFLOW_TRACKING_URI)")
-    if smoke:
-        workspace = smoke_workspace(root, overrides)
-        if not shared_tracking:
-            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
-    else:
-        workspace = root
-        persist_overrides(root, overrides)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    orchestration = load_params(workspace).orchestration
-    flow_fn = genops_pipeline.with_options(task_runner=_task_runner(orchestration))
-    return flow_fn(str(workspace), families=families)
+    with workspace_lock(root):
+        if smoke:
+            workspace = smoke_workspace(root, overrides)
+            if not shared_tracking:
+                os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace / 'mlflow.db'}"
+        else:
+            workspace = root
+            persist_overrides(root, overrides)
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        orchestration = load_params(workspace).orchestration
+        flow_fn = genops_pipeline.with_options(task_runner=_task_runner(orchestration))
+        return flow_fn(str(workspace), families=families)

@@ -3,10 +3,13 @@ a scratch smoke workspace with tiny sizes and its own MLflow store."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+from genops.errors import GenopsError
 from genops.versioning.dvc import dvc
 
 
@@ -57,3 +60,32 @@ def smoke_workspace(root: Path, overrides: list[str]) -> Path:
         dvc(ws, "init", "--no-scm", "--quiet")
         dvc(ws, "config", "core.analytics", "false")
     return ws
+
+
+@contextlib.contextmanager
+def workspace_lock(root: Path) -> Iterator[None]:
+    """One `genops pipeline` per workspace at a time: a second one is refused at once, naming the running one.
+
+    An OS file lock (filelock's fcntl lock on Linux), so a pipeline killed with -9 leaves no stale lock behind:
+    the kernel drops it with the process. Why refuse rather than wait: two runs of one workspace would train,
+    commit and register the same stages; the second has nothing to add once the first is done."""
+    import json
+    import time
+
+    from filelock import FileLock, Timeout
+
+    folder = Path(root) / ".genops"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, holder = FileLock(str(folder / "pipeline.lock")), folder / "pipeline.holder.json"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        who = json.loads(holder.read_text()) if holder.is_file() else {}
+        raise GenopsError(f"another genops pipeline is running in {root} (pid {who.get('pid', '?')}, started "
+                          f"{who.get('started', '?')}; lock {folder / 'pipeline.lock'}): wait for it to finish, "
+                          "then run again (it will skip whatever that run completed)") from None
+    try:
+        holder.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+        yield
+    finally:
+        lock.release()
