@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -32,6 +33,12 @@ def _run(args) -> object:
     return as_output(run_command(args))
 
 
+def _chain(exc: BaseException | None):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.quiet)
@@ -54,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_TRANSIENT
         if isinstance(exc, GenopsError):
             print(f"genops {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        full = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+        if full is not None:  # every writer goes through a temporary name first: what was there stays intact
+            print(f"genops {args.command}: error: disk full ({full.strerror}) writing "
+                  f"{full.filename or 'an output'}: free space and rerun; outputs from earlier runs are intact",
+                  file=sys.stderr)
             return 2
         raise
     if isinstance(result, str):
