@@ -1,0 +1,395 @@
+"""Fault injection into real pipeline runs at tiny sizes -> benchmarks/faults.json (trials / survived / lost per fault).
+
+    .venv/bin/python benchmarks/faults.py                    # every fault kind (~15 minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/faults.py --kinds kill,corrupt --kill-trials 3 --seed 1
+
+Each trial works in a fresh clone of this repository's HEAD (its own git + DVC repo, SQLite MLflow store or a
+local `mlflow server`, Prefect home), trains the `vae` family at test sizes and checks, after the fault and a
+rerun, what a team relies on:
+
+- kill:      `genops pipeline` killed with SIGKILL (its whole process group) at a seeded random moment inside a
+             chosen stage (train, evaluate, export, register, or just after register: the DVC commit); the rerun
+             must finish, its final weights and metrics must equal an uninterrupted run's bit for bit (CPU), every
+             registered version must hold all its files with the hashes recorded in its tags, @champion must
+             resolve to such a version, exactly one version may exist (the same files are never registered twice)
+             and `dvc status` must be clean.
+- twice:     a second `genops pipeline` started in the same workspace while the first runs: it must be refused at
+             once with a message naming the running one; the first must finish and pass the same checks.
+- tracking:  the MLflow server (local `mlflow server` on 127.0.0.1, SQLite backend) killed as register starts and
+             restarted 8 s later: Prefect retries the transient failure (retry_condition_fn) and the run registers
+             exactly one version.
+- disk_full: the finished workspace copied onto a small tmpfs filled up to a few kB (needs root for `mount`):
+             `genops export` and `genops train` (a new fingerprint) must fail with a clear message, the previous
+             export and checkpoint intact (same hashes).
+- corrupt:   a bit flipped in the checkpoint's weights, a truncated ONNX graph, a truncated training state: each
+             must be refused by the stage that reads it, naming the file, with nothing loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+OUT = ROOT / "benchmarks" / "faults.json"
+FAMILY = "vae"
+# Test sizes (as tests/conftest.py TINY), with enough steps and checkpoints that a kill can land inside training.
+SETTINGS = {
+    "families": [FAMILY], "stacked": {}, "data.limit": 300, "train.steps": 60, "train.snapshots": [0.5],
+    "train.batch_size": 32, "train.checkpoint_every": 10, "train.log_every": 10, "train.progress": False,
+    "evaluate.curve_samples": 16, "evaluate.speed_samples": 32, "evaluate.iw_samples": 2, "evaluate.nll_subset": 32,
+    "evaluate.grid_size": 16, "evaluate.n_samples": 48, "evaluate.n_reference": 64, "evaluate.kid_subsets": 5,
+    "evaluate.kid_subset_size": 24, "evaluator.steps": 20, "evaluator.width": 8, "validation.min_rows": 50,
+    "validation.min_per_class": 2, "vae.widths": [8, 16],
+}
+KILL_PHASES = ["train", "evaluate", "export", "register", "commit"]
+
+
+def _env(work: Path, tracking: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_HOME": str(work / "prefect"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+           "MLFLOW_TRACKING_URI": tracking or f"sqlite:///{work / 'mlflow.db'}",
+           # a dead server is reported in seconds, not after MLflow's default two minutes of backoff
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+           "GIT_AUTHOR_NAME": "faults", "GIT_AUTHOR_EMAIL": "f@f", "GIT_COMMITTER_NAME": "faults",
+           "GIT_COMMITTER_EMAIL": "f@f", "OMP_NUM_THREADS": "1"}
+    for key in ("GENOPS_ROOT", "DVC_ROOT", "PREFECT_API_URL"):
+        env.pop(key, None)
+    return env
+
+
+def _workspace(work: Path) -> Path:
+    """A fresh clone of HEAD with the test sizes written into its params.yaml."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from genops.config import apply_overrides
+
+    root = work / "ws"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(root)], check=True)
+    params = apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), SETTINGS)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "prefect").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _pipeline(root: Path, env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "genops"), "pipeline"], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def _run(cmd: list[str], root: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+
+
+def _stage_log(proc: subprocess.Popen, until: str | None, timeout: float = 900) -> str | None:
+    """Read the pipeline's stderr until a line containing `until` (returned) or the end (None)."""
+    deadline = time.monotonic() + timeout
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if until and until in line:
+            return line
+        if time.monotonic() > deadline:
+            break
+    return None
+
+
+def _weights(root: Path) -> dict[str, str]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(root / "checkpoints" / FAMILY / "weights.safetensors"))
+    return {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in sorted(tensors.items())}
+
+
+def _metrics(root: Path) -> dict:
+    m = json.loads((root / "metrics" / f"{FAMILY}.json").read_text())
+    return {k: v for k, v in m.items() if isinstance(v, int | float) and not any(
+        t in k for t in ("_per_s", "wall", "latency", "_s"))}
+
+
+def _registry(root: Path, env: dict) -> dict:
+    """Versions of the family's model, each checked: all files present with the hashes of its tags."""
+    code = f"""
+import json, sys
+from pathlib import Path
+from mlflow import MlflowClient
+from genops.storage.integrity import sha256_of
+client = MlflowClient()
+name = "genops-{FAMILY}"
+out = {{"versions": [], "champion": None}}
+for mv in client.search_model_versions(f"name = '{{name}}'"):
+    src = Path(client.get_model_version_download_uri(name, mv.version).removeprefix("file://"))
+    files = {{p.name: p for p in src.rglob("extra_files/*")}}
+    recorded = {{k.removeprefix("genops.sha256."): v for k, v in mv.tags.items() if k.startswith("genops.sha256.")}}
+    complete = bool(recorded) and all(n in files and sha256_of(files[n]) == h for n, h in recorded.items())
+    out["versions"].append({{"version": mv.version, "complete": complete, "files": len(recorded),
+                             "fingerprint": mv.tags.get("genops.fingerprint")}})
+try:
+    out["champion"] = client.get_model_version_by_alias(name, "champion").version
+except Exception as exc:
+    out["champion_error"] = str(exc)[:200]
+print(json.dumps(out))
+"""
+    proc = _run([str(BIN / "python"), "-c", code], root, env)
+    if proc.returncode:
+        return {"error": proc.stderr[-500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _checks(root: Path, env: dict, reference: dict | None) -> dict:
+    """What must hold after any fault and rerun; `ok` is all of them."""
+    reg = _registry(root, env)
+    versions = reg.get("versions", [])
+    status = _run(["dvc", "status"], root, env)
+    out = {
+        "registry_versions": len(versions),
+        "registry_complete": bool(versions) and all(v["complete"] for v in versions),
+        "one_version": len(versions) == 1,
+        "champion_complete": any(v["version"] == reg.get("champion") and v["complete"] for v in versions),
+        "dvc_clean": status.returncode == 0 and "up to date" in status.stdout,
+    }
+    if reference is not None:
+        out["weights_equal"] = _weights(root) == reference["weights"]
+        out["metrics_equal"] = _metrics(root) == reference["metrics"]
+    out["ok"] = all(v for k, v in out.items() if k != "registry_versions")
+    return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def reference_run(work: Path) -> dict:
+    root = _workspace(work)
+    env = _env(work)
+    t0 = time.perf_counter()
+    proc = _run([str(BIN / "genops"), "pipeline"], root, env)
+    if proc.returncode:
+        raise SystemExit(f"the uninterrupted reference run failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads(proc.stdout)
+    walls = {s["stage"]: s.get("wall_s", 0.0) for s in summary["stages"]}
+    return {"weights": _weights(root), "metrics": _metrics(root), "wall_s": round(time.perf_counter() - t0, 1),
+            "stage_wall_s": walls, "checks": _checks(root, env, None)}
+
+
+def kill_trial(work: Path, phase: str, rng: random.Random, reference: dict) -> dict:
+    root = _workspace(work)
+    env = _env(work)
+    stage = "register" if phase == "commit" else phase
+    wall = reference["stage_wall_s"].get(f"{stage}@{FAMILY}", 1.0)
+    # commit: just after register's own work, when the flow records the wave with `dvc commit`
+    delay = wall + rng.uniform(0.0, 1.0) if phase == "commit" else rng.uniform(0.05, 0.95) * wall
+    proc = _pipeline(root, env)
+    seen = _stage_log(proc, f"--- {stage}@{FAMILY}")
+    if seen is None:
+        proc.wait()
+        return {"phase": phase, "killed": False, "note": "stage never started", "ok": False}
+    time.sleep(delay)
+    finished_first = proc.poll() is not None
+    _kill_group(proc)
+    rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
+    result = {"phase": phase, "delay_s": round(delay, 2), "killed": not finished_first,
+              "rerun_exit": rerun.returncode, **_checks(root, env, reference)}
+    result["ok"] = result["ok"] and rerun.returncode == 0
+    if rerun.returncode:
+        result["rerun_stderr"] = rerun.stderr[-800:]
+    return result
+
+
+def twice_trial(work: Path, reference: dict) -> dict:
+    root = _workspace(work)
+    env = _env(work)
+    first = _pipeline(root, env)
+    _stage_log(first, f"--- train@{FAMILY}")
+    second = _run([str(BIN / "genops"), "pipeline"], root, env)
+    refused = second.returncode != 0 and "another genops pipeline is running" in second.stderr
+    first_out, first_err = first.communicate()
+    result = {"second_refused": refused, "second_message": second.stderr.strip().splitlines()[-1][:300],
+              "first_exit": first.returncode, **_checks(root, env, reference)}
+    result["ok"] = result["ok"] and refused and first.returncode == 0
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mlflow_server(work: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{work / 'server.db'}",
+                             "--artifacts-destination", str(work / "server-artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return proc
+        time.sleep(0.5)
+    _kill_group(proc)
+    raise SystemExit("mlflow server did not start")
+
+
+def tracking_trial(work: Path) -> dict:
+    root = _workspace(work)
+    port = _free_port()
+    server = _mlflow_server(work, port)
+    env = _env(work, f"http://127.0.0.1:{port}")
+    proc = _pipeline(root, env)
+    _stage_log(proc, f"--- register@{FAMILY}")
+    _kill_group(server)  # the server goes away as registration starts
+    time.sleep(8)
+    server = _mlflow_server(work, port)
+    out, err = proc.communicate()
+    retried = "transient" in err or "temporary failure" in err
+    checks = _checks(root, env, None)
+    _kill_group(server)
+    return {"pipeline_exit": proc.returncode, "retried": retried, **checks,
+            "ok": proc.returncode == 0 and checks["ok"], **({"stderr": err[-800:]} if proc.returncode else {})}
+
+
+def _tree_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def disk_full_trial(work: Path) -> dict:
+    if os.geteuid() != 0:
+        return {"skipped": "needs root to mount a tmpfs", "ok": None}
+    src = _workspace(work)
+    env = _env(work)
+    first = _run([str(BIN / "genops"), "pipeline"], src, env)
+    if first.returncode:
+        return {"ok": False, "note": "the first run failed", "stderr": first.stderr[-500:]}
+    used = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    mount = work / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={used + (64 << 20)}", "tmpfs", str(mount)], check=True)
+    try:
+        root = mount / "ws"
+        shutil.copytree(src, root, symlinks=True)
+        env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{mount / 'mlflow.db'}"}
+        shutil.copy(work / "mlflow.db", mount / "mlflow.db")
+        out: dict = {}
+        for what, cmd, folder in (("export", ["genops", "export", FAMILY], root / "exported" / FAMILY),
+                                  ("checkpoint", ["genops", "train", FAMILY, "--set", "train.steps=70"],
+                                   root / "checkpoints" / FAMILY)):
+            before = _tree_hashes(folder)
+            filler = mount / "filler"
+            stat = os.statvfs(mount)
+            free = stat.f_bavail * stat.f_frsize
+            with open(filler, "wb") as fh:  # leave 16 kB: less than any graph or checkpoint
+                fh.truncate(0)
+                fh.write(b"\0" * max(0, free - (16 << 10)))
+            proc = _run([str(BIN / cmd[0]), *cmd[1:]], root, env)
+            filler.unlink()
+            clear = "disk full" in proc.stderr or "No space left" in proc.stderr
+            intact = _tree_hashes(folder) == before
+            out[what] = {"exit": proc.returncode, "clear_message": clear, "previous_intact": intact,
+                         "message": (proc.stderr.strip().splitlines() or [""])[-1][:300]}
+        out["ok"] = all(v["exit"] != 0 and v["clear_message"] and v["previous_intact"] for v in out.values())
+        return out
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def corrupt_trial(work: Path) -> dict:
+    root = _workspace(work)
+    env = _env(work)
+    first = _run([str(BIN / "genops"), "pipeline"], root, env)
+    if first.returncode:
+        return {"ok": False, "note": "the first run failed", "stderr": first.stderr[-500:]}
+    cases = {}
+    weights = root / "checkpoints" / FAMILY / "weights.safetensors"
+    graph = root / "exported" / FAMILY / "sampler.onnx"
+    for name, path, damage, cmd in (
+            ("checkpoint_bit_flip", weights, "flip", ["genops", "evaluate", FAMILY]),
+            ("onnx_truncated", graph, "truncate", ["genops", "register", FAMILY]),
+            ("state_truncated", None, "truncate", ["genops", "train", FAMILY, "--set", "train.steps=70"])):
+        if path is None:  # a resumable training state (as an interrupted run leaves), then truncated below
+            import torch
+
+            path = root / ".genops" / "work" / FAMILY / "ckpt-state.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"step": 10, "fingerprint": "x", "history": [], "padding": torch.zeros(4096)}, path)
+        pristine = path.read_bytes()
+        if damage == "flip":
+            path.write_bytes(pristine[:-7] + bytes([pristine[-7] ^ 1]) + pristine[-6:])
+        else:
+            path.write_bytes(pristine[: len(pristine) // 2])
+        proc = _run([str(BIN / cmd[0]), *cmd[1:]], root, env)
+        message = (proc.stderr.strip().splitlines() or [""])[-1]
+        detected = proc.returncode != 0 and path.name in proc.stderr and (
+            "sha256" in proc.stderr or "not a plain tensor file" in proc.stderr)
+        cases[name] = {"exit": proc.returncode, "detected": detected, "message": message[:300]}
+        path.write_bytes(pristine)
+    return {**cases, "ok": all(c["detected"] for c in cases.values())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kinds", default="kill,twice,tracking,disk_full,corrupt")
+    parser.add_argument("--kill-trials", type=int, default=len(KILL_PHASES), help="kill -9 trials (phases cycled)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    rng = random.Random(args.seed)
+    base = Path(tempfile.mkdtemp(prefix="genops-faults-"))
+    report: dict = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                             text=True).stdout.strip(), "seed": args.seed, "family": FAMILY,
+                    "settings": SETTINGS, "kinds": {}}
+    t0 = time.perf_counter()
+    try:
+        needs_reference = {"kill", "twice"} & set(kinds)
+        reference = reference_run(base / "reference") if needs_reference else None
+        if reference:
+            report["reference"] = {k: reference[k] for k in ("wall_s", "checks")}
+            print("reference", report["reference"], flush=True)
+        trials: dict[str, list] = {}
+        if "kill" in kinds:
+            trials["kill"] = []
+            for i in range(args.kill_trials):
+                phase = KILL_PHASES[i % len(KILL_PHASES)]
+                trials["kill"].append(kill_trial(base / f"kill-{i}", phase, rng, reference))
+                print("kill", trials["kill"][-1], flush=True)
+        for kind, fn in (("twice", lambda w: twice_trial(w, reference)), ("tracking", tracking_trial),
+                         ("disk_full", disk_full_trial), ("corrupt", corrupt_trial)):
+            if kind in kinds:
+                trials[kind] = [fn(base / kind)]
+                print(kind, trials[kind][-1], flush=True)
+        for kind, rows in trials.items():
+            counted = [r for r in rows if r.get("ok") is not None]
+            report["kinds"][kind] = {
+                "trials": len(counted), "survived": sum(bool(r["ok"]) for r in counted),
+                "lost_or_corrupted": sum(1 for r in counted if not r.get("registry_complete", True)
+                                         or r.get("weights_equal") is False or r.get("previous_intact") is False
+                                         or not r.get("dvc_clean", True)),
+                "details": rows}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: {m: v[m] for m in ("trials", "survived", "lost_or_corrupted")}
+                      for k, v in report["kinds"].items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
