@@ -19,6 +19,13 @@ def _configure_logging(quiet: bool) -> None:
 
 def _run(args) -> object:
     if args.command == "pipeline":
+        import os
+
+        # Prefect reads its settings once, when it is first imported: set them before the flow module imports it.
+        # The temporary API server's first start migrates a fresh database, which can take longer than Prefect's
+        # 20 s default on a busy 2-core machine.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from genops.config import project_root
         from genops.errors import GenopsError
         from genops.orchestration.flow import run_pipeline

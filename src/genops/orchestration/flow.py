@@ -285,9 +285,6 @@ def run_pipeline(root: Path, families: list[str] | None = None, smoke: bool = Fa
         else:
             workspace = root
             persist_overrides(root, overrides)
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        # The temporary API server can take longer than Prefect's 20 s default to start on a busy 2-core box.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         orchestration = load_params(workspace).orchestration
         flow_fn = genops_pipeline.with_options(task_runner=_task_runner(orchestration))
         return flow_fn(str(workspace), families=families)
