@@ -16,7 +16,7 @@ rerun, what a team relies on:
 - twice:     a second `genops pipeline` started in the same workspace while the first runs: it must be refused at
              once with a message naming the running one; the first must finish and pass the same checks.
 - tracking:  the MLflow server (local `mlflow server` on 127.0.0.1, SQLite backend) killed as register starts and
-             restarted 8 s later: Prefect retries the transient failure (retry_condition_fn) and the run registers
+             restarted 3 s later: Prefect retries the transient failure (retry_condition_fn) and the run registers
              exactly one version.
 - disk_full: the finished workspace copied onto a small tmpfs filled up to a few kB (needs root for `mount`):
              `genops export` and `genops train` (a new fingerprint) must fail with a clear message, the previous
@@ -132,8 +132,11 @@ from genops.storage.integrity import sha256_of
 client = MlflowClient()
 name = "genops-{FAMILY}"
 out = {{"versions": [], "champion": None}}
+import tempfile
+import mlflow
 for mv in client.search_model_versions(f"name = '{{name}}'"):
-    src = Path(client.get_model_version_download_uri(name, mv.version).removeprefix("file://"))
+    src = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{{name}}/{{mv.version}}",
+                                                   dst_path=tempfile.mkdtemp()))
     files = {{p.name: p for p in src.rglob("extra_files/*")}}
     recorded = {{k.removeprefix("genops.sha256."): v for k, v in mv.tags.items() if k.startswith("genops.sha256.")}}
     complete = bool(recorded) and all(n in files and sha256_of(files[n]) == h for n, h in recorded.items())
@@ -255,7 +258,7 @@ def tracking_trial(work: Path) -> dict:
     proc = _pipeline(root, env)
     _stage_log(proc, f"--- register@{FAMILY}")
     _kill_group(server)  # the server goes away as registration starts
-    time.sleep(8)
+    time.sleep(3)
     server = _mlflow_server(work, port)
     out, err = proc.communicate()
     retried = "transient" in err or "temporary failure" in err
@@ -285,8 +288,6 @@ def disk_full_trial(work: Path) -> dict:
     try:
         root = mount / "ws"
         shutil.copytree(src, root, symlinks=True)
-        env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{mount / 'mlflow.db'}"}
-        shutil.copy(work / "mlflow.db", mount / "mlflow.db")
         out: dict = {}
         for what, cmd, folder in (("export", ["genops", "export", FAMILY], root / "exported" / FAMILY),
                                   ("checkpoint", ["genops", "train", FAMILY, "--set", "train.steps=70"],

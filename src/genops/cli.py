@@ -40,6 +40,16 @@ def _run(args) -> object:
     return as_output(run_command(args))
 
 
+# How a full disk surfaces: OSError ENOSPC from Python, safetensors' Rust IoError, SQLite's own wording.
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "os error 28", "database or disk is full")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return any(t in str(exc) for t in _DISK_FULL_TEXT)
+
+
 def _chain(exc: BaseException | None):
     while exc is not None:
         yield exc
@@ -69,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, GenopsError):
             print(f"genops {args.command}: error: {exc}", file=sys.stderr)
             return 2
-        full = next((e for e in _chain(exc) if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+        full = next((e for e in _chain(exc) if _disk_full(e)), None)
         if full is not None:  # every writer goes through a temporary name first: what was there stays intact
-            print(f"genops {args.command}: error: disk full ({full.strerror}) writing "
-                  f"{full.filename or 'an output'}: free space and rerun; outputs from earlier runs are intact",
+            where = getattr(full, "filename", None) or "an output"
+            print(f"genops {args.command}: error: disk full writing {where} ({type(full).__name__}: "
+                  f"{str(full).splitlines()[0][:200]}): free space and rerun; outputs from earlier runs are intact",
                   file=sys.stderr)
             return 2
         raise
