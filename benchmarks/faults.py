@@ -344,50 +344,58 @@ def corrupt_trial(work: Path) -> dict:
     return {**cases, "ok": all(c["detected"] for c in cases.values())}
 
 
+def _summarise(report: dict, trials: dict[str, list], out: Path) -> None:
+    """Per kind: trials, survived, lost or corrupted; written after every trial, so a cut-short run keeps its rows."""
+    for kind, rows in trials.items():
+        counted = [r for r in rows if r.get("ok") is not None]
+        report["kinds"][kind] = {
+            "trials": len(counted), "survived": sum(bool(r["ok"]) for r in counted),
+            "lost_or_corrupted": sum(1 for r in counted if not r.get("registry_complete", True)
+                                     or r.get("weights_equal") is False or r.get("previous_intact") is False
+                                     or not r.get("dvc_clean", True)),
+            "details": rows}
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", default="kill,twice,tracking,disk_full,corrupt")
-    parser.add_argument("--kill-trials", type=int, default=len(KILL_PHASES), help="kill -9 trials (phases cycled)")
+    parser.add_argument("--kinds", default="twice,tracking,disk_full,corrupt,kill", help="in the order run")
+    parser.add_argument("--kill-phases", default=",".join(KILL_PHASES), help="stages a kill -9 lands in (cycled)")
+    parser.add_argument("--kill-trials", type=int, default=len(KILL_PHASES), help="kill -9 trials")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     kinds = args.kinds.split(",")
+    phases = args.kill_phases.split(",")
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="genops-faults-"))
     report: dict = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                              text=True).stdout.strip(), "seed": args.seed, "family": FAMILY,
                     "settings": SETTINGS, "kinds": {}}
     t0 = time.perf_counter()
+    trials: dict[str, list] = {}
     try:
-        needs_reference = {"kill", "twice"} & set(kinds)
-        reference = reference_run(base / "reference") if needs_reference else None
+        reference = reference_run(base / "reference") if {"kill", "twice"} & set(kinds) else None
         if reference:
             report["reference"] = {k: reference[k] for k in ("wall_s", "checks")}
             print("reference", report["reference"], flush=True)
-        trials: dict[str, list] = {}
-        if "kill" in kinds:
-            trials["kill"] = []
-            for i in range(args.kill_trials):
-                phase = KILL_PHASES[i % len(KILL_PHASES)]
-                trials["kill"].append(kill_trial(base / f"kill-{i}", phase, rng, reference))
-                print("kill", trials["kill"][-1], flush=True)
-        for kind, fn in (("twice", lambda w: twice_trial(w, reference)), ("tracking", tracking_trial),
-                         ("disk_full", disk_full_trial), ("corrupt", corrupt_trial)):
-            if kind in kinds:
-                trials[kind] = [fn(base / kind)]
+        runs = {"twice": lambda w: twice_trial(w, reference), "tracking": tracking_trial,
+                "disk_full": disk_full_trial, "corrupt": corrupt_trial}
+        for kind in kinds:
+            if kind == "kill":
+                trials["kill"] = []
+                for i in range(args.kill_trials):
+                    trials["kill"].append(kill_trial(base / f"kill-{i}", phases[i % len(phases)], rng, reference))
+                    print("kill", trials["kill"][-1], flush=True)
+                    _summarise(report, trials, args.out)
+            else:
+                trials[kind] = [runs[kind](base / kind)]
                 print(kind, trials[kind][-1], flush=True)
-        for kind, rows in trials.items():
-            counted = [r for r in rows if r.get("ok") is not None]
-            report["kinds"][kind] = {
-                "trials": len(counted), "survived": sum(bool(r["ok"]) for r in counted),
-                "lost_or_corrupted": sum(1 for r in counted if not r.get("registry_complete", True)
-                                         or r.get("weights_equal") is False or r.get("previous_intact") is False
-                                         or not r.get("dvc_clean", True)),
-                "details": rows}
+                _summarise(report, trials, args.out)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _summarise(report, trials, args.out)
     print(json.dumps({k: {m: v[m] for m in ("trials", "survived", "lost_or_corrupted")}
                       for k, v in report["kinds"].items()}, indent=2))
 
