@@ -53,5 +53,5 @@ def is_transient(exc: BaseException | None) -> bool:
             return True
         if type(exc).__name__ == "MlflowException" and any(t in str(exc) for t in _TRANSIENT_TEXT):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # `from None` ends it
     return False
