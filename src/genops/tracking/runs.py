@@ -32,6 +32,10 @@ def family_run(root: Path, paths: ProjectPaths, family: str) -> Iterator:
     try:
         run = mlflow.start_run(run_id=run_id)
     except Exception as exc:  # the store was reset or moved since training
+        from genops.errors import is_transient
+
+        if is_transient(exc):  # the server is unreachable, not the run missing: let the caller retry
+            raise
         raise GenopsError(f"MLflow run {run_id} of {family} not found in the tracking store "
                           f"(MLFLOW_TRACKING_URI changed?): re-run `genops train {family}`") from exc
     with run:
