@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from genops.storage.integrity import sha256_of
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OUT = ROOT / "benchmarks" / "faults.json"
@@ -269,7 +271,7 @@ def tracking_trial(work: Path) -> dict:
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(folder)): sha256_of(p)
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 

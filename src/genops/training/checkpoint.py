@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from genops.errors import GenopsError
 from genops.models.base import Family
-from genops.storage.integrity import sha256_of
+from genops.storage.integrity import CorruptFile, sha256_of, verify
 
 STATE = "ckpt-state.pt"
 WEIGHTS_PATTERN = "ckpt-*.safetensors"
@@ -37,8 +36,9 @@ class TrainState:
     seconds: float = 0.0  # training time spent so far, across resumptions
 
 
-class CorruptCheckpoint(GenopsError):
-    """A checkpoint file failed its integrity check: it is not loaded."""
+class CorruptCheckpoint(CorruptFile):
+    """A checkpoint file failed its integrity check: it is not loaded (a CorruptFile, so callers treat every
+    corrupt artifact alike)."""
 
 
 def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: torch.Generator,
@@ -83,13 +83,10 @@ def load_checkpoint(folder: Path, family: Family, optimizers: dict, generator: t
     if payload.get("fingerprint") != fingerprint or "weights" not in payload:
         return None  # other params, data or code (or a checkpoint from before weights were hash-named)
     weights = folder / payload["weights"]
-    if not weights.is_file():
-        raise CorruptCheckpoint(f"{weights}: missing, though {folder / STATE} names it; {what_to_do}")
-    actual = sha256_of(weights)
-    if actual != payload["weights_sha256"]:
-        raise CorruptCheckpoint(f"{weights}: sha256 {actual[:12]}... differs from the {payload['weights_sha256'][:12]}"
-                                f"... recorded when it was written (truncated or changed on disk); not loaded: "
-                                f"{what_to_do}")
+    try:
+        verify(weights, payload["weights_sha256"], what_to_do)
+    except CorruptFile as exc:
+        raise CorruptCheckpoint(str(exc)) from None
     family.load_state_dict(load_file(str(weights), device=str(family.device)))
     for k, opt in optimizers.items():
         opt.load_state_dict(payload["optimizers"][k])
