@@ -139,7 +139,7 @@ import mlflow
 for mv in client.search_model_versions(f"name = '{{name}}'"):
     src = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{{name}}/{{mv.version}}",
                                                    dst_path=tempfile.mkdtemp()))
-    files = {{p.name: p for p in src.rglob("extra_files/*")}}
+    files = {{p.name: p for p in src.rglob("artifacts/genops/*")}}
     recorded = {{k.removeprefix("genops.sha256."): v for k, v in mv.tags.items() if k.startswith("genops.sha256.")}}
     complete = bool(recorded) and all(n in files and sha256_of(files[n]) == h for n, h in recorded.items())
     out["versions"].append({{"version": mv.version, "complete": complete, "files": len(recorded),

@@ -99,7 +99,7 @@ def test_flow_registers_serves_and_leaves_dvc_clean(tmp_path):
     # before it is loaded, naming the file.
     assert champion.tags["genops.sha256.weights.safetensors"] and champion.tags["genops.sha256.sampler.onnx"]
     store = Path(urlparse(client.get_model_version_download_uri("genops-autoencoder", "1")).path)
-    (stored,) = store.rglob("extra_files/weights.safetensors")
+    (stored,) = store.rglob("artifacts/genops/weights.safetensors")
     pristine = stored.read_bytes()
     stored.write_bytes(pristine[:-1] + bytes([pristine[-1] ^ 1]))
     bad = run(["genops", "sample", "autoencoder", "--backend", "torch", "--out", str(tmp_path / "x.png")], root, env,

@@ -114,7 +114,7 @@ def test_smoke_run_registers_on_postgres_with_artifacts_in_the_bucket(stack, smo
     model_id = vae.model_id or vae.source.removeprefix("models:/").split("/")[0]
     model_keys = [k for k in keys if f"/models/{model_id}/" in k]
     names_in_bucket = {k.rsplit("/", 1)[-1] for k in model_keys}
-    assert {"MLmodel", "model.onnx", "family.json", "weights.safetensors", "MODEL_CARD.md"} <= names_in_bucket, (
+    assert {"MLmodel", "pyfunc_entry.py", "sampler.onnx", "family.json", "weights.safetensors", "MODEL_CARD.md"} <= names_in_bucket, (
         model_id, vae.source, [k for k in keys if "/models/" in k][:20])
     assert not (smoke_on_stack["root"] / ".genops" / "smoke" / "mlruns").exists()
     (smoke_on_stack["tmp"] / "bucket-listing.txt").write_text("\n".join(sorted(model_keys)) + "\n")
@@ -139,7 +139,7 @@ def test_no_secret_reaches_logs_params_tags_or_model_cards(stack, smoke_on_stack
     mlflow.set_tracking_uri(stack.client_env["MLFLOW_TRACKING_URI"])
     folder = Path(mlflow.artifacts.download_artifacts("models:/genops-smoke-vae@champion",
                                                       dst_path=str(smoke_on_stack["tmp"] / "card")))
-    texts.append((folder / "extra_files" / "MODEL_CARD.md").read_text())
+    texts.append((folder / "artifacts" / "genops" / "MODEL_CARD.md").read_text())
     texts += [p.read_text(errors="replace") for p in (stack.folder / "logs").glob("*.log")]
     for secret in secrets:
         assert not any(secret in t for t in texts)

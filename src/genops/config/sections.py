@@ -177,6 +177,9 @@ class TrackingConfig(Section):
 
     experiment: str = field("genops", "MLflow experiment of the training runs and comparisons", min_length=1)
     model_prefix: str = field("genops-", "registered model names are PREFIX + family", min_length=1)
+    system_metrics: bool = field(True, "log CPU, memory, disk and network use (GPU too, with nvidia-ml-py) as MLflow "
+                                       "system metrics of each training run", training=False)
+    system_metrics_interval_s: float = field(10.0, "seconds between system-metric samples", gt=0, training=False)
 
 
 class VersioningConfig(Section):

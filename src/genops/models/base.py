@@ -60,6 +60,11 @@ class FamilyInfo:
     loop_outside_graph: bool = False
 
 
+# Every sampling option a family may list in `sample_options`, with its type: the CLI flags, the registered
+# generator's request columns and their validation all read it, so an option is declared once.
+SAMPLE_OPTION_TYPES: dict[str, type] = {"steps": int, "method": str, "eta": float, "guidance": float}
+
+
 class Family(ABC):
     name: str  # class default; the registry sets the registered name (one class can serve several)
     info: ClassVar[FamilyInfo]

@@ -1,8 +1,11 @@
 """register: a new version of `genops-FAMILY` in the MLflow registry, promoted only if it is better.
 
-The version holds the ONNX sampler (onnx flavor, signature, input example) and, as extra files,
-the other graphs, the torch weights, family.json and a model card. Promotion compares the
-family's primary metric with the current `@champion`'s (recorded on that version as a tag): the
+The version is a runnable generator: a pyfunc model logged from code (genops.serving.generator) whose artifacts
+are the ONNX graphs, the torch weights, family.json, hashes.json and the model card; `predict` takes one request
+per row (`n`, `seed`, the family's sampling options) and returns uint8 images, so `mlflow models serve` answers
+REST requests with images. The evaluation metrics are linked to the version's LoggedModel and to the evaluation
+dataset; the model card is the version's (and the registered model's) description. Promotion compares the
+family's primary metric with the current `@champion`'s (read from its LoggedModel): the
 candidate becomes `@champion` only if it beats it by more than the larger of `register.min_improvement`
 (a fraction of the champion's value) and the half-width of the candidate's own interval of that metric
 (evaluate.bootstrap), and only if its copy_fraction is within `register.max_copy_fraction`; else
@@ -19,8 +22,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from genops.config import Params
 from genops.errors import GenopsError
 from genops.storage.atomic import write_json_atomic
@@ -32,13 +33,12 @@ log = logging.getLogger(__name__)
 
 def register_stage(family_name: str, params: Params, root: Path) -> dict:
     import mlflow
-    import onnx
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
-    from genops.serving.onnx_runtime import make_session
-    from genops.storage.integrity import verify_recorded
-    from genops.tracking.model_card import model_card
+    from genops.serving.generator import BUNDLE
+    from genops.storage.integrity import record_hashes, verify_recorded
+    from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator, version_model_id
+    from genops.tracking.model_card import model_card, registry_card
     from genops.tracking.promotion import decide, half_width
     from genops.tracking.registry import (
         FINGERPRINT_TAG,
@@ -63,6 +63,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     export = json.loads((exported / "export.json").read_text())
     meta = read_meta(ckpt)
     spec_data = json.loads((paths.prepared / "spec.json").read_text())
+    floor = json.loads(paths.evaluator_metrics.read_text()) if paths.evaluator_metrics.is_file() else {}
     primary, direction = metrics["primary_metric"], metrics["primary_direction"]
     value = float(metrics.get(primary, float("nan")))
     if not math.isfinite(value):
@@ -81,20 +82,18 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     hashes = out_hashes(root)
     lineage.update({k: hashes[p] for k, p in (("dvc.checkpoint", f"checkpoints/{family_name}"),
                                                ("dvc.exported", f"exported/{family_name}")) if hashes.get(p)})
-    sampler = next(iter(export["graphs"]))
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
     with family_run(root, paths, family_name), tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        card = tmp / "MODEL_CARD.md"
-        card.write_text(model_card(family_name, name, meta, metrics, export, lineage))
-        extra = [card, ckpt / FAMILY_JSON, ckpt / WEIGHTS, exported / "export.json", paths.metrics(family_name)]
-        extra += [exported / f"{g}.onnx" for g in export["graphs"]]
-        for f in extra:  # copy next to the card so the names inside the model are stable
-            if f.parent != tmp:
-                shutil.copy(f, tmp / f.name)
-        staged = [str(tmp / f.name) for f in extra]
+        bundle = Path(tmp) / BUNDLE
+        bundle.mkdir()
+        files = [ckpt / FAMILY_JSON, ckpt / WEIGHTS, exported / "export.json", paths.metrics(family_name),
+                 *[exported / f"{g}.onnx" for g in export["graphs"]]]
+        verify_recorded(exported, [f"{g}.onnx" for g in export["graphs"]], "re-run `genops export`")
+        for f in files:  # copied into one folder so the names inside the model are stable
+            shutil.copy(f, bundle / f.name)
         # Idempotent: the same files (weights, graphs, config, metrics) are one version, however often register
         # runs (a retry after the tracking server went away, a rerun after a kill): found, it is not made twice.
-        file_tags = hash_tags([Path(f) for f in staged if Path(f).name != card.name])
+        file_tags = hash_tags([bundle / f.name for f in files])
         fingerprint = version_fingerprint(file_tags)
         client = MlflowClient()
         found = find_version(client, name, FINGERPRINT_TAG, fingerprint) if exists(client, name) else None
@@ -106,47 +105,70 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
             write_json_atomic(paths.registration(family_name), result)
             log.info("register %s: %s", name, result["reason"])
             return result
-        with np.load(exported / f"{sampler}.example.npz") as npz:
-            example = {k: npz[k] for k in export["graphs"][sampler]["inputs"]}
-        verify_recorded(exported, [f"{g}.onnx" for g in export["graphs"]], "re-run `genops export`")
-        session = make_session(exported / f"{sampler}.onnx")
-        out = session.run(None, example)[0]
-        info = None if found is not None else mlflow.onnx.log_model(
-            onnx.load(str(exported / f"{sampler}.onnx")), name="model",
-            signature=infer_signature(example, out), input_example=example,
-            pip_requirements=["onnxruntime-gpu==1.31.1", f"onnx=={onnx.__version__}", "numpy"],
-            onnx_execution_providers=export["providers"], save_as_external_data=False, extra_files=staged)
         prev_version, prev_value = champion_value(client, name, primary) if exists(client, name) else (None, None)
         copies = metrics.get("copy_fraction")
         decision = decide(value, prev_value, direction, cfg.min_improvement, half_width(metrics, primary),
                           float(copies) if isinstance(copies, int | float) else None, cfg.max_copy_fraction)
         promote, reason = decision.promote, decision.reason
+        alias = "champion" if promote else "challenger"
         rule = {"margin": decision.margin, "interval_half_width": decision.half_width,
                 "required_improvement": decision.required, "copy_fraction": copies,
                 "max_copy_fraction": cfg.max_copy_fraction}
-        tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()}, **hash_tags([Path(f) for f in staged]),
+        card = model_card(family_name, name, meta, metrics, export, lineage, floor,
+                          {"alias": alias, "reason": reason, "previous_champion": prev_version,
+                           "champion_value": prev_value})
+        (bundle / "MODEL_CARD.md").write_text(card)
+        # hashes.json: what the generator checks before loading anything (the version tags guard hashes.json).
+        record_hashes(bundle, [f.name for f in files])
+        tags = {**{f"genops.{k}": str(v) for k, v in lineage.items()},
+                **hash_tags([bundle / f.name for f in files] + [bundle / "MODEL_CARD.md", bundle / "hashes.json"]),
                 FINGERPRINT_TAG: fingerprint,
                 **{f"metric.{k}": str(v) for k, v in metrics.items() if isinstance(v, int | float)},
-                "genops.primary_metric": primary, "genops.promotion.decision": "champion" if promote else "challenger",
+                "genops.primary_metric": primary, "genops.promotion.decision": alias,
                 "genops.promotion.reason": reason, "genops.promotion.champion_value": str(prev_value),
                 "genops.promotion.previous_champion": str(prev_version),
                 **{f"genops.promotion.{k}": str(v) for k, v in rule.items()}}
         if found is None:
+            info = log_generator(bundle, family_name, bool(meta["cfg"].get("conditional")), _requirements())
+            link_metrics(info.model_id, numeric, evaluation_dataset(paths.prepared, spec_data))
             mv = mlflow.register_model(info.model_uri, name, tags=tags)
         else:  # made by an attempt that stopped before its alias was set: finish that version
             mv = found
             for k, v in tags.items():
                 client.set_model_version_tag(name, mv.version, k, v)
-        client.update_registered_model(name, description=f"{family_name}: {_summary(family_name)}")
-        alias = "champion" if promote else "challenger"
+        client.update_model_version(name, mv.version, description=f"{VERSION_HEADER.format(mv.version, alias)}"
+                                                                   f"\n\n{card}")
+        champion_card = card if promote else _stored_card(client, name, prev_version)
+        client.update_registered_model(name, description=registry_card(
+            family_name, name, mv.version if promote else prev_version, champion_card))
         client.set_registered_model_alias(name, alias, mv.version)
         mlflow.set_tags({"genops.registered_version": mv.version, "genops.alias": alias})
     result = {"family": family_name, "model": name, "version": int(mv.version), "alias": alias,
-              "primary_metric": primary, "candidate_value": value, "champion_value": prev_value,
-              "previous_champion": prev_version, "reason": reason, **rule, **lineage}
+              "model_id": version_model_id(mv), "primary_metric": primary, "candidate_value": value,
+              "champion_value": prev_value, "previous_champion": prev_version, "reason": reason, **rule, **lineage}
     write_json_atomic(paths.registration(family_name), result)
     log.info("register %s: version %s -> @%s (%s)", name, mv.version, alias, reason)
     return result
+
+
+VERSION_HEADER = "**Version {}** (decided at registration: @{})"
+
+
+def _stored_card(client, name: str, version) -> str | None:
+    """The model card a version was registered with (its description, without the version header)."""
+    if version is None:
+        return None
+    description = client.get_model_version(name, version).description or ""
+    return description.split("\n\n", 1)[1] if description.startswith("**Version") else description or None
+
+
+def _requirements() -> list[str]:
+    """What the generator imports, pinned to the versions that registered it (genops itself comes from the
+    version's git commit: serve with `--env-manager local` where genops is installed)."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "onnxruntime-gpu", "onnx", "torch", "numpy", "pandas",
+                                                   "safetensors", "pydantic")]
 
 
 def _summary(family: str) -> str:

@@ -94,7 +94,9 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                                 result.images_per_s, result.wall_s, result.resumed_from)
 
     setup_mlflow(root, params.tracking.experiment)
-    with mlflow.start_run(run_name=family_name) as run:
+    if params.tracking.system_metrics:
+        mlflow.set_system_metrics_sampling_interval(params.tracking.system_metrics_interval_s)
+    with mlflow.start_run(run_name=family_name, log_system_metrics=params.tracking.system_metrics) as run:
         mlflow.set_tags({"genops.family": family_name, "genops.git_commit": git_commit(root),
                          "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
                          "genops.device": str(device), "genops.train.processes": str(shard.world),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 
-def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, lineage: dict) -> str:
+def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, lineage: dict,
+               floor: dict | None = None, decision: dict | None = None) -> str:
+    """Markdown (the MLflow UI renders it as the version's description). `floor` is metrics/evaluator.json (what
+    real held-out images score); `decision` the promotion's alias, reason and previous champion."""
     from genops.models.registry import family_class
 
     info = family_class(family).info
@@ -28,17 +31,66 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
            f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
         "",
         "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
-        "## Metrics", *_headline(metrics), "| metric | value |", "|---|---|",
-        *[f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)], "",
+        "## Metrics", *_headline(metrics), *_metrics_table(metrics, floor or {}), "",
+        *_decision(decision),
         "## Serving",
-        f"- ONNX graphs: {', '.join(export['graphs'])} (opset {export['opset']}, dynamic batch); "
-        f"torch/ORT max |diff| {max(g['max_abs_diff'] for g in export['graphs'].values()):.2g}",
-        f"- `genops sample {family} --n 64 --out grid.png` (ONNX Runtime) or `--backend torch`",
-        *([f"- the registered model is the first graph; sampling needs the loop outside the graphs ("
-           f"{info.samples_by}): use `genops sample` or `family.sample(..., nets=ORT sessions)`"]
-          if info.loop_outside_graph else []), "",
+        f"- `mlflow models serve -m models:/{name}@champion --env-manager local` (genops installed), then POST "
+        "`{\"dataframe_records\": [{\"n\": 4, \"seed\": 0}]}` to `/invocations`: the answer's `predictions` hold "
+        "one uint8 array (n x H x W[, C]) per request row",
+        f"- request columns: {', '.join(f'`{c}`' for c in _columns(family, meta))} (`n`, `seed` required); the same "
+        f"request and seed give the same images as `genops sample {family} --n N --seed S`",
+        f"- ONNX graphs (artifacts/genops/*.onnx, usable by any ONNX tool): {', '.join(export['graphs'])} "
+        f"(opset {export['opset']}, dynamic batch); torch/ORT max |diff| "
+        f"{max(g['max_abs_diff'] for g in export['graphs'].values()):.2g}; the sampler loop ({info.samples_by}) runs "
+        "in the model's code around them", "",
         "## Limits", *[f"- {item}" for item in info.limits], "",
     ]
+    return "\n".join(lines)
+
+
+def _columns(family: str, meta: dict) -> list[str]:
+    from genops.serving.generator import request_columns
+
+    return list(request_columns(family, bool(meta["cfg"].get("conditional"))))
+
+
+def _metrics_table(metrics: dict, floor: dict) -> list[str]:
+    """Every numeric metric; next to it what real held-out images score (the floor), where the evaluator has it."""
+    has_floor = any(f"floor_{k}" in floor for k in metrics)
+    head = ["| metric | value | real data (floor) |", "|---|---|---|"] if has_floor else ["| metric | value |",
+                                                                                           "|---|---|"]
+    rows = []
+    for k, v in sorted(metrics.items()):
+        if not isinstance(v, int | float):
+            continue
+        cells = [k, f"{v:.6g}"]
+        if has_floor:
+            ref = floor.get(f"floor_{k}")
+            cells.append(f"{ref:.6g}" if isinstance(ref, int | float) else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    return head + rows
+
+
+def _decision(decision: dict | None) -> list[str]:
+    if not decision:
+        return []
+    prev, value = decision.get("previous_champion"), decision.get("champion_value")
+    before = f"version {prev} ({value:.6g})" if prev and isinstance(value, int | float) else str(prev or "none")
+    return ["## Promotion", f"- decision: **@{decision['alias']}** — {decision['reason']}",
+            f"- previous champion: {before}", ""]
+
+
+def registry_card(family: str, name: str, champion_version, champion_card: str | None) -> str:
+    """The registered model's description: what the family is and how to use it, then the champion's card."""
+    from genops.models.registry import family_class
+
+    info = family_class(family).info
+    lines = [f"# {name}", "", info.summary, "", f"**Samples by:** {info.samples_by}", "",
+             f"`models:/{name}@champion` is the version to use (currently version {champion_version}); "
+             f"`@challenger` is the newest version that did not beat it. Each version's description is its model "
+             "card: data, params, metrics against the real-data floor, the promotion decision and lineage.", ""]
+    if champion_card:
+        lines += ["---", "", "## The champion's card", "", champion_card.split("\n", 1)[1].lstrip()]
     return "\n".join(lines)
 
 

@@ -30,9 +30,13 @@ def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as exc:  # mlflow raises several types for a missing name/alias/version
         raise GenopsError(f"cannot load {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
-    files = local / "extra_files"
-    if not (files / "family.json").is_file():
-        raise GenopsError(f"{model_uri} is not a genops model (no extra_files/family.json)")
+    from genops.serving.generator import BUNDLE
+
+    # pyfunc generators keep their files in artifacts/genops; older versions (onnx flavor) in extra_files.
+    files = next((d for d in (local / "artifacts" / BUNDLE, local / "extra_files") if (d / "family.json").is_file()),
+                 None)
+    if files is None:
+        raise GenopsError(f"{model_uri} is not a genops model (no artifacts/{BUNDLE}/family.json)")
     verify_version_files(model_uri, files)
     return files
 
@@ -102,12 +106,18 @@ def exists(client, name: str) -> bool:
 
 
 def champion_value(client, name: str, metric: str) -> tuple[str | None, float | None]:
-    """The @champion's version and its recorded value of `metric` (None, None without a champion)."""
+    """The @champion's version and its value of `metric`: from its LoggedModel's metrics (MLflow 3), else from
+    the `metric.*` version tag (versions registered before metrics were linked). (None, None) without one."""
     from mlflow.exceptions import MlflowException
+
+    from genops.tracking.logged_model import model_metric, version_model_id
 
     try:
         mv = client.get_model_version_by_alias(name, "champion")
     except MlflowException:
         return None, None
-    raw = mv.tags.get(f"metric.{metric}")
-    return mv.version, (float(raw) if raw is not None else None)
+    value = model_metric(client, version_model_id(mv), metric)
+    if value is None:
+        raw = mv.tags.get(f"metric.{metric}")
+        value = float(raw) if raw is not None else None
+    return mv.version, value

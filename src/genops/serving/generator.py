@@ -1,0 +1,137 @@
+"""A registered version as a runnable generator: the sampler loop around the ONNX graphs, driven by a request.
+
+`Generator` is what both `genops sample` (ONNX backend) and the registry's pyfunc model run, so the same request
+with the same seed gives the same images either way. A request is one row per call: `n` images, a `seed`, and
+the family's sampling options (`label` for class-conditional families; `steps`, `method`, `eta`, `guidance`
+where the family samples with them). Bad requests are refused naming the column and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genops.errors import GenopsError
+from genops.models.base import SAMPLE_OPTION_TYPES
+from genops.serving.images import to_uint8
+
+BUNDLE = "genops"  # the pyfunc artifact (a folder) holding family.json, the graphs, weights and hashes.json
+MAX_IMAGES = 1024  # per request row: a served endpoint should not be asked for unbounded work in one call
+
+
+def request_columns(family_name: str, conditional: bool) -> dict[str, type]:
+    """The columns a request for this family may carry, with their types (n and seed are required)."""
+    from genops.models.registry import family_class
+
+    options = family_class(family_name).sample_options
+    missing = [o for o in options if o not in SAMPLE_OPTION_TYPES]
+    if missing:
+        raise GenopsError(f"{family_name}.sample_options {missing} have no type in models.base.SAMPLE_OPTION_TYPES")
+    return {"n": int, "seed": int, **({"label": int} if conditional else {}),
+            **{o: SAMPLE_OPTION_TYPES[o] for o in options}}
+
+
+def _absent(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+class Generator:
+    """A family rebuilt from its family.json sampling through ONNX Runtime sessions (no torch weights loaded), or
+    through torch with the version's weights (`backend="torch"`, for parity checks and debugging)."""
+
+    def __init__(self, folder: Path, threads: int | None = None, backend: str = "onnx") -> None:
+        from genops.serving.onnx_runtime import load_nets
+        from genops.storage.bundle import FAMILY_JSON, load_bundle
+        from genops.storage.integrity import verify_recorded
+
+        folder = Path(folder)
+        verify_recorded(folder, [FAMILY_JSON], "register the version again")
+        if backend not in ("onnx", "torch"):
+            raise GenopsError(f"backend must be onnx or torch, got {backend!r}")
+        self.family = load_bundle(folder, "cpu", weights=backend == "torch")
+        self.nets = load_nets(folder, list(self.family.sampling_nets()), threads) if backend == "onnx" else None
+        self.columns = request_columns(self.family.name, self.family.conditional)
+
+    @property
+    def providers(self) -> list[str]:
+        return next(iter(self.nets.values())).providers if self.nets else ["torch"]
+
+    def images(self, n: int, seed: int, label: int | None = None, **options) -> torch.Tensor:
+        """n images in [0, 1] (N x C x H x W) from this seed: what `genops sample` saves."""
+        family = self.family
+        if not 1 <= n <= MAX_IMAGES:
+            raise GenopsError(f"n={n}: ask for 1..{MAX_IMAGES} images per request")
+        labels = None
+        if label is not None:
+            if not family.conditional:
+                raise GenopsError(f"label={label} given but {family.name} is not class-conditional")
+            if not 0 <= label < family.spec.num_classes:
+                raise GenopsError(f"label={label} outside 0..{family.spec.num_classes - 1}")
+            labels = torch.full((n,), label, dtype=torch.long)
+        if options.get("guidance") not in (None, 1.0) and not family.conditional:
+            raise GenopsError(f"guidance needs a class-conditional model; {family.name} is unconditional")
+        return family.sample(n, torch.Generator().manual_seed(seed), labels=labels, nets=self.nets, **options)
+
+    def parse(self, row: dict) -> dict:
+        """One request row -> keyword arguments of `images`; unknown columns and wrong types are errors."""
+        unknown = sorted(k for k, v in row.items() if k not in self.columns and not _absent(v))
+        if "label" in unknown:
+            raise GenopsError(f"label={row['label']} given but {self.family.name} is not class-conditional")
+        if unknown:
+            raise GenopsError(f"request column(s) {unknown} not understood by {self.family.name} "
+                              f"(its columns: {', '.join(self.columns)})")
+        out = {}
+        for name, kind in self.columns.items():
+            value = row.get(name)
+            if _absent(value):
+                if name in ("n", "seed"):
+                    raise GenopsError(f"request column {name!r} is required (an integer)")
+                continue
+            try:
+                if kind is int:
+                    if float(value) != int(float(value)):
+                        raise ValueError
+                    value = int(float(value))
+                else:
+                    value = kind(value)
+            except (TypeError, ValueError):
+                raise GenopsError(f"request column {name!r}: expected {kind.__name__}, got {value!r}") from None
+            out[name] = value
+        return out
+
+    def predict_rows(self, rows: list[dict]) -> list[np.ndarray]:
+        """One uint8 array (N x H x W, or N x H x W x C) per request row."""
+        return [to_uint8(self.images(**self.parse(row))) for row in rows]
+
+
+try:  # the pyfunc wrapper exists only where mlflow is installed (it is, with genops)
+    from mlflow.pyfunc import PythonModel
+except ImportError:  # pragma: no cover
+    PythonModel = object
+
+
+class GeneratorModel(PythonModel):
+    """MLflow pyfunc: `predict(table)` with one request per row returns a list of uint8 image arrays.
+
+    Logged as code (genops/serving/pyfunc_entry.py), not pickled: loading a version runs genops' own code on
+    the version's files, so a fetched model can never execute a pickle."""
+
+    def load_context(self, context) -> None:
+        self.generator = Generator(Path(context.artifacts[BUNDLE]))
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        if isinstance(model_input, dict):
+            model_input = pd.DataFrame([model_input])
+        if not isinstance(model_input, pd.DataFrame):
+            raise GenopsError(f"a request is a table (one row per request), got {type(model_input).__name__}")
+        try:
+            return self.generator.predict_rows(model_input.to_dict(orient="records"))
+        except GenopsError as exc:  # a bad request: MLflow's server answers 400 with this message, not a trace
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -1,0 +1,150 @@
+"""A registered version is a runnable generator: mlflow.pyfunc and `mlflow models serve` return the images
+`genops sample` makes for the same request and seed; metrics live on the LoggedModel; the card is the description.
+
+One tiny diffusion family is trained, evaluated, exported and registered with the real `dvc repro`, MLflow
+(SQLite) and ONNX Runtime; the REST test starts MLflow's own scoring server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.conftest import env_for, make_project, run
+
+MODEL = "genops-diffusion"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("generator")
+    root = make_project(tmp / "proj", {"families": ["diffusion"], "tracking.system_metrics_interval_s": 1})
+    env = env_for(root, tmp)
+    run(["dvc", "repro", "register@diffusion"], root, env)
+    return root, env, tmp
+
+
+def _client(env):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
+
+
+def _predict(env, uri, rows):
+    """mlflow.pyfunc in a fresh interpreter (as a user would), returning the arrays as lists."""
+    code = ("import json, sys, pandas as pd, mlflow\n"
+            f"m = mlflow.pyfunc.load_model({uri!r})\n"
+            "out = m.predict(pd.DataFrame(json.loads(sys.argv[1])))\n"
+            "print(json.dumps([o.tolist() for o in out]))")
+    from tests.conftest import BIN
+
+    proc = subprocess.run([str(BIN / "python"), "-c", code, json.dumps(rows)], env=env, capture_output=True,
+                          text=True, check=True)
+    return [np.array(o, dtype=np.uint8) for o in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def _sample(root, env, tmp, name, *args):
+    run(["genops", "sample", "diffusion", *args, "--out", str(tmp / f"{name}.npz")], root, env)
+    with np.load(tmp / f"{name}.npz") as npz:
+        return npz["images"]
+
+
+def _post(port, payload):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_pyfunc_and_rest_return_the_images_genops_sample_makes(registered):
+    root, env, tmp = registered
+    plain = _sample(root, env, tmp, "plain", "--n", "3", "--seed", "5")
+    fast = _sample(root, env, tmp, "fast", "--n", "2", "--seed", "1", "--steps", "2", "--eta", "0")
+    assert plain.dtype == np.uint8 and plain.shape == (3, 28, 28)
+
+    rows = [{"n": 3, "seed": 5}, {"n": 2, "seed": 1, "steps": 2, "method": "ddim", "eta": 0.0}]
+    got = _predict(env, f"models:/{MODEL}@champion", rows)
+    assert np.array_equal(got[0], plain) and np.array_equal(got[1], fast)
+    assert not np.array_equal(got[0][:2], got[1])  # the options change the answer: they were not ignored
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
+                               "local", "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(1)
+        # JSON as a client writes it: an integer eta, a row without options beside one with them.
+        status, body = _post(port, {"dataframe_records": [{"n": 3, "seed": 5},
+                                                          {"n": 2, "seed": 1, "steps": 2, "eta": 0}]})
+        assert status == 200, body
+        answer = [np.array(p, dtype=np.uint8) for p in body["predictions"]]
+        assert np.array_equal(answer[0], plain) and np.array_equal(answer[1], fast)
+        # Bad requests: 400 with a message naming the column and what was expected.
+        status, body = _post(port, {"dataframe_records": [{"n": 2, "seed": 1, "label": 3}]})
+        assert status == 400 and "label=3 given but diffusion is not class-conditional" in body["message"]
+        status, body = _post(port, {"dataframe_records": [{"n": 2, "seed": 1, "steps": 2.5}]})
+        assert status == 400 and "request column 'steps': expected int" in body["message"]
+        status, body = _post(port, {"dataframe_records": [{"n": 0, "seed": 1}]})
+        assert status == 400 and "n=0" in body["message"]
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
+def test_metrics_are_linked_to_the_logged_model_and_promotion_reads_them(registered):
+    from genops.tracking.logged_model import version_model_id
+
+    root, env, tmp = registered
+    client = _client(env)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    logged = client.get_logged_model(version_model_id(champion))
+    fid = [m for m in logged.metrics if m.key == "fid" and m.dataset_name]
+    stored = json.loads((root / "metrics" / "diffusion.json").read_text())
+    assert fid and fid[0].value == pytest.approx(stored["fid"]) and fid[0].dataset_name.endswith(":test")
+    assert logged.model_type == "generator" and logged.source_run_id == champion.run_id
+
+    # The version tag is only for the UI: promotion reads the LoggedModel. Corrupt the tag; a slightly worse
+    # candidate must still be compared with the LoggedModel's value.
+    client.set_model_version_tag(MODEL, champion.version, "metric.fid", "-1000")
+    worse = {**stored, "fid": stored["fid"] * 1.5 + 1.0}
+    (root / "metrics" / "diffusion.json").write_text(json.dumps(worse))
+    result = json.loads(run(["genops", "register", "diffusion"], root, env).stdout)
+    assert result["alias"] == "challenger" and result["champion_value"] == pytest.approx(stored["fid"])
+    (root / "metrics" / "diffusion.json").write_text(json.dumps(stored))
+
+
+def test_model_cards_are_the_descriptions_and_training_logged_system_metrics(registered):
+    root, env, tmp = registered
+    client = _client(env)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    card = champion.description
+    for part in ("## Data", "## Lineage", "## Params", "## Metrics", "real data (floor)", "## Promotion",
+                 "@champion", "mlflow models serve", champion.tags["genops.git_commit"]):
+        assert part in card, part
+    described = client.get_registered_model(MODEL).description
+    assert f"currently version {champion.version}" in described and "## Metrics" in described
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert metrics.get("system/cpu_utilization_percentage") is not None
+    assert metrics.get("system/system_memory_usage_megabytes", 0) > 0
