@@ -145,6 +145,7 @@ def test_model_cards_are_the_descriptions_and_training_logged_system_metrics(reg
         assert part in card, part
     described = client.get_registered_model(MODEL).description
     assert f"currently version {champion.version}" in described and "## Metrics" in described
+    assert len(card) <= 5000 and len(described) <= 5000  # MLflow's description column (VARCHAR(5000))
     metrics = client.get_run(champion.run_id).data.metrics
     assert metrics.get("system/cpu_utilization_percentage") is not None
     assert metrics.get("system/system_memory_usage_megabytes", 0) > 0

@@ -1,7 +1,7 @@
 """The team set-up for real: PostgreSQL, SeaweedFS S3, an MLflow server, a Prefect server, pool and worker.
 
-One stack per test session (`genops stack up --free-ports` in a temp folder, loopback only); the last test
-stops it and checks that nothing of it is left running.
+One stack for tests/stack (`genops stack up --free-ports` in a temp folder, loopback only; tests/stack/conftest.py);
+the last test here stops it and checks that nothing of it is left running.
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,76 +17,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import env_for, make_project, run
+from tests.stack.conftest import listening
 
 pytestmark = pytest.mark.integration
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, value = line[len("export "):].split("=", 1)
-            out[key] = value
-    return out
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Stack:
-    def __init__(self, folder: Path, info: dict) -> None:
-        self.folder, self.info = folder, info
-        self.client_env = _env_file(folder / "stack.env")
-        self.secrets = json.loads((folder / "secrets.json").read_text())
-        self.ports = json.loads((folder / "stack.json").read_text())["ports"]
-
-    def env(self, root: Path, tmp: Path) -> dict[str, str]:
-        env = env_for(root, tmp)
-        env.update(self.client_env)
-        return env
-
-    def s3(self):
-        from genops.stack.layout import Ports, Secrets
-        from genops.stack.services import s3_client
-
-        return s3_client(Ports(**self.ports), Secrets(**self.secrets))
-
-    def all_ports(self) -> list[int]:
-        p = self.ports
-        return [p["postgres"], p["mlflow"], p["prefect"], p["s3"], *p["weed"]]
-
-
-@pytest.fixture(scope="module")
-def stack():
-    # Not under pytest's tmp: PostgreSQL runs as the `postgres` user, which must reach its data folder.
-    folder = Path(tempfile.mkdtemp(prefix="genops-stack-"))
-    os.chmod(folder, 0o755)
-    env = env_for(folder, folder)
-    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
-        env.pop(key, None)
-    t0 = time.perf_counter()
-    info = json.loads(run(["genops", "-q", "stack", "up", "--dir", str(folder / "s"), "--free-ports", "--no-worker"],
-                          folder, env).stdout)
-    info["measured_startup_s"] = time.perf_counter() - t0
-    s = Stack(folder / "s", info)
-    yield s
-    run(["genops", "-q", "stack", "down", "--dir", str(folder / "s")], folder, env, check=False)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_on_stack(stack, tmp_path_factory):
-    """A smoke-size run of vae + latent diffusion (stacked) logged and registered on the stack."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    root = make_project(tmp / "proj", {"families": ["vae"], "stacked": {"latent-diffusion": "vae"}})
-    env = stack.env(root, tmp)
-    t0 = time.perf_counter()
-    proc = run(["genops", "pipeline", "--smoke", "--shared-tracking", "--set", "train.steps=8"], root, env)
-    return {"root": root, "tmp": tmp, "env": env, "wall_s": time.perf_counter() - t0,
-            "output": proc.stdout + proc.stderr, "summary": json.loads(proc.stdout)}
 
 
 def test_smoke_run_registers_on_postgres_with_artifacts_in_the_bucket(stack, smoke_on_stack):
@@ -114,7 +45,8 @@ def test_smoke_run_registers_on_postgres_with_artifacts_in_the_bucket(stack, smo
     model_id = vae.model_id or vae.source.removeprefix("models:/").split("/")[0]
     model_keys = [k for k in keys if f"/models/{model_id}/" in k]
     names_in_bucket = {k.rsplit("/", 1)[-1] for k in model_keys}
-    assert {"MLmodel", "pyfunc_entry.py", "sampler.onnx", "family.json", "weights.safetensors", "MODEL_CARD.md"} <= names_in_bucket, (
+    expected = {"MLmodel", "pyfunc_entry.py", "sampler.onnx", "family.json", "weights.safetensors", "MODEL_CARD.md"}
+    assert expected <= names_in_bucket, (
         model_id, vae.source, [k for k in keys if "/models/" in k][:20])
     assert not (smoke_on_stack["root"] / ".genops" / "smoke" / "mlruns").exists()
     (smoke_on_stack["tmp"] / "bucket-listing.txt").write_text("\n".join(sorted(model_keys)) + "\n")
@@ -215,7 +147,7 @@ def test_stack_down_leaves_nothing_running(stack):
     stopped = json.loads(run(["genops", "-q", "stack", "down", "--dir", str(stack.folder)], stack.folder,
                              env).stdout)["stopped"]
     assert {"postgres", "seaweedfs", "mlflow", "prefect"} <= set(stopped)
-    busy = [p for p in stack.all_ports() if _listening(p)]
+    busy = [p for p in stack.all_ports() if listening(p)]
     assert not busy, f"still listening after down: {busy}"
     left = subprocess.run(["pgrep", "-f", str(stack.folder)], capture_output=True, text=True).stdout.split()
     assert not left, left

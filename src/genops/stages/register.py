@@ -38,7 +38,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     from genops.serving.generator import BUNDLE
     from genops.storage.integrity import record_hashes, verify_recorded
     from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator, version_model_id
-    from genops.tracking.model_card import model_card, registry_card
+    from genops.tracking.model_card import fit_description, model_card, registry_card
     from genops.tracking.promotion import decide, half_width
     from genops.tracking.registry import (
         FINGERPRINT_TAG,
@@ -114,9 +114,9 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
         rule = {"margin": decision.margin, "interval_half_width": decision.half_width,
                 "required_improvement": decision.required, "copy_fraction": copies,
                 "max_copy_fraction": cfg.max_copy_fraction}
-        card = model_card(family_name, name, meta, metrics, export, lineage, floor,
-                          {"alias": alias, "reason": reason, "previous_champion": prev_version,
-                           "champion_value": prev_value})
+        outcome = {"alias": alias, "reason": reason, "previous_champion": prev_version, "champion_value": prev_value}
+        card_args = (family_name, name, meta, metrics, export, lineage, floor, outcome)
+        card, short_card = model_card(*card_args), model_card(*card_args, compact=True)
         (bundle / "MODEL_CARD.md").write_text(card)
         # hashes.json: what the generator checks before loading anything (the version tags guard hashes.json).
         record_hashes(bundle, [f.name for f in files])
@@ -136,11 +136,11 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
             mv = found
             for k, v in tags.items():
                 client.set_model_version_tag(name, mv.version, k, v)
-        client.update_model_version(name, mv.version, description=f"{VERSION_HEADER.format(mv.version, alias)}"
-                                                                   f"\n\n{card}")
-        champion_card = card if promote else _stored_card(client, name, prev_version)
-        client.update_registered_model(name, description=registry_card(
-            family_name, name, mv.version if promote else prev_version, champion_card))
+        client.update_model_version(name, mv.version, description=fit_description(
+            f"{VERSION_HEADER.format(mv.version, alias)}\n\n{short_card}"))
+        champion_card = short_card if promote else _stored_card(client, name, prev_version)
+        client.update_registered_model(name, description=fit_description(registry_card(
+            family_name, name, mv.version if promote else prev_version, champion_card)))
         client.set_registered_model_alias(name, alias, mv.version)
         mlflow.set_tags({"genops.registered_version": mv.version, "genops.alias": alias})
     result = {"family": family_name, "model": name, "version": int(mv.version), "alias": alias,

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
+# MLflow's SQL stores hold a description in VARCHAR(5000) (PostgreSQL refuses more; SQLite does not check).
+DESCRIPTION_LIMIT = 5000
+# The metrics a compact card (a registry description) keeps; the full card (MODEL_CARD.md) lists every metric.
+HEADLINE_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "modes_covered", "classifier_score",
+                    "copy_fraction", "test_copy_fraction", "test_nll_bpd", "test_elbo_nats", "test_iwae_nats",
+                    "reconstruction_mse", "sample_images_per_s_torch", "sample_images_per_s_onnx", "train_steps",
+                    "train_flops", "train_wall_s", "num_parameters")
+
 
 def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, lineage: dict,
-               floor: dict | None = None, decision: dict | None = None) -> str:
+               floor: dict | None = None, decision: dict | None = None, compact: bool = False) -> str:
     """Markdown (the MLflow UI renders it as the version's description). `floor` is metrics/evaluator.json (what
-    real held-out images score); `decision` the promotion's alias, reason and previous champion."""
+    real held-out images score); `decision` the promotion's alias, reason and previous champion. `compact` (for
+    registry descriptions, which MLflow caps at DESCRIPTION_LIMIT characters) keeps the headline metrics and
+    points at MODEL_CARD.md and the run for the params instead of listing them."""
     from genops.models.registry import family_class
 
     info = family_class(family).info
@@ -30,9 +40,13 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
         *([f"- trained on base model `{lineage['base.model']}` version {lineage['base.version']} "
            f"(`{lineage['base.model_uri']}`, run `{lineage['base.run_id']}`)"] if "base.model" in lineage else []),
         "",
-        "## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", "",
-        "## Metrics", *_headline(metrics), *_metrics_table(metrics, floor or {}), "",
+        "## Metrics", *_headline(metrics),
+        *_metrics_table({k: v for k, v in metrics.items() if not compact or k in HEADLINE_METRICS
+                         or k == metrics.get("primary_metric")}, floor or {}),
+        *(["", "All metrics, and the params: `artifacts/genops/MODEL_CARD.md` of this version, and its MLflow run."]
+          if compact else []), "",
         *_decision(decision),
+        *([] if compact else ["## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", ""]),
         "## Serving",
         f"- `mlflow models serve -m models:/{name}@champion --env-manager local` (genops installed), then POST "
         "`{\"dataframe_records\": [{\"n\": 4, \"seed\": 0}]}` to `/invocations`: the answer's `predictions` hold "
@@ -46,6 +60,15 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
         "## Limits", *[f"- {item}" for item in info.limits], "",
     ]
     return "\n".join(lines)
+
+
+def fit_description(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
+    """`text` cut at a line boundary to fit MLflow's description column, saying so where it was cut."""
+    if len(text) <= limit:
+        return text
+    note = "\n\n*(cut to fit the registry's description limit: the full card is MODEL_CARD.md in the artifacts)*"
+    head = text[: limit - len(note)]
+    return head[: head.rfind("\n")] + note
 
 
 def _columns(family: str, meta: dict) -> list[str]:

@@ -1,0 +1,108 @@
+"""What people see in the UIs they already use, checked in a real headless Chromium (Debian's `chromium`, driven
+by Playwright; never a downloaded browser): the MLflow registry page of a registered model and a Prefect flow
+run's artifacts, both served by the team stack on loopback. Screenshots go to reports/ui/ (not in git)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import BIN, PROJECT
+
+pytestmark = pytest.mark.integration
+
+SHOTS = PROJECT / "reports" / "ui"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        message = "Debian's chromium is not installed (apt-get install chromium; .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    playwright = pytest.importorskip("playwright.sync_api")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.set_default_timeout(90_000)  # the UIs are single-page apps: first paint on 2 busy cores takes a while
+    return page
+
+
+def test_mlflow_registry_page_shows_the_model_card_the_champion_and_the_metrics(browser, stack, smoke_on_stack):
+    from mlflow import MlflowClient
+
+    base = stack.client_env["MLFLOW_TRACKING_URI"].rstrip("/")
+    name = "genops-smoke-vae"
+    champion = MlflowClient(tracking_uri=base).get_model_version_by_alias(name, "champion")
+    page = _page(browser)
+
+    page.goto(f"{base}/#/models/{name}")
+    page.get_by_text(f"is the version to use (currently version {champion.version})").wait_for()
+    page.get_by_text("champion", exact=False).first.wait_for()
+    assert page.locator("h1", has_text=name).count() >= 1  # the markdown description rendered, not shown raw
+    page.screenshot(path=str(SHOTS / "mlflow-registered-model.png"), full_page=True)
+
+    page.goto(f"{base}/#/models/{name}/versions/{champion.version}")
+    table = page.locator("table", has_text="real data (floor)")
+    table.wait_for()
+    assert table.locator("td", has_text="fid").count() >= 1
+    body = page.inner_text("body")
+    assert "@ champion" in body or "@champion" in body
+    for heading in ("Data", "Lineage", "Metrics", "Promotion", "Serving"):
+        assert page.locator("h2", has_text=heading).count() == 1, heading
+    assert "```" not in body and "| metric |" not in body  # markdown rendered, not printed
+    page.screenshot(path=str(SHOTS / "mlflow-model-version.png"), full_page=True)
+    page.close()
+
+
+def _latest_flow_run(env: dict) -> dict:
+    """The newest genops-pipeline flow run on the stack's Prefect server, with its artifacts' keys and types."""
+    code = """
+import asyncio, json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowFilter, FlowFilterName
+from prefect.client.schemas.sorting import FlowRunSort
+
+async def main():
+    async with get_client() as client:
+        runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["genops-pipeline"])),
+                                           sort=FlowRunSort.START_TIME_DESC, limit=1)
+        run = runs[0]
+        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        print(json.dumps({"id": str(run.id), "artifacts": [{"key": a.key, "type": a.type} for a in arts]}))
+
+asyncio.run(main())
+"""
+    proc = subprocess.run([str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_prefect_flow_run_page_shows_the_comparison_table_links_and_sample_grids(browser, stack, smoke_on_stack):
+    flow_run = _latest_flow_run(smoke_on_stack["env"])
+    types = {a["type"] for a in flow_run["artifacts"]}
+    assert {"table", "markdown", "link", "image"} <= types, flow_run["artifacts"]
+    ui = stack.client_env["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
+    page = _page(browser)
+    page.goto(f"{ui}/runs/flow-run/{flow_run['id']}?tab=Artifacts")
+    page.get_by_text("vae", exact=False).first.wait_for()
+    page.screenshot(path=str(SHOTS / "prefect-flow-run-artifacts.png"), full_page=True)
+    body = page.inner_text("body")
+    for a in flow_run["artifacts"]:
+        if a["key"]:
+            assert a["key"] in body, (a["key"], body[:2000])
+    page.close()
