@@ -69,6 +69,9 @@ class VAEConfig(FamilyConfig):
     beta: float = field(1.0, "weight of the KL term (1 = the ELBO; > 1 = beta-VAE)", ge=0)
     kl_warmup: float = field(0.0, "share of the steps over which the KL weight ramps linearly from 0 to beta "
                                   "(Bowman et al. 2016; Sonderby et al. 2016); 0 = beta from the start", ge=0, le=1)
+    free_bits: float = field(0.0, "nats per latent dimension the KL term does not penalise (Kingma et al. 2016: each "
+                                  "dimension's batch-mean KL counts as max(free_bits, KL_d)), against posterior "
+                                  "collapse; 0 = off", ge=0)
     prior: Literal["fitted", "standard"] = field(
         "fitted", "the prior samples and the NLL bound use: fitted = after training, the Gaussian that maximises the "
                   "ELBO for the trained encoder (mean and full covariance of the aggregate posterior, Hoffman & "

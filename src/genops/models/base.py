@@ -165,6 +165,11 @@ class Family(ABC):
         """Images along a path in latent space from a to b: (len(a) * steps) x C x H x W."""
         return None
 
+    def traverse(self, x: Batch, steps: int) -> torch.Tensor | None:
+        """A latent traversal of the first image of x: one row per latent direction, `steps` values along it
+        (rows * steps) x C x H x W; None for families without a latent space worth walking."""
+        return None
+
     # --- helpers shared by all ----------------------------------------------------------------
     @property
     def device(self) -> torch.device:

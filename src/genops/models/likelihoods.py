@@ -33,9 +33,15 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
     return torch.where(x < 0.5 / BINS, log_cdf_plus, torch.where(x > 1 - 0.5 / BINS, log_one_minus_cdf_minus, log_mid))
 
 
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per latent dimension (rows x dims): what free bits and active-unit
+    diagnostics look at."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) in closed form, summed over latent dims: one value per row."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    return gaussian_kl_per_dim(mu, logvar).sum(dim=1)
 
 
 def gaussian_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

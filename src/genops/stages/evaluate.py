@@ -91,6 +91,9 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
                                nrow=min(8, len(samples)))]
     if interp is not None:
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
+    walk = family.traverse(a.batch(torch.arange(0, len(a), device=device)), steps=10)
+    if walk is not None:
+        figures.append(save_grid(walk, report / "traversal.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
            "primary_direction": family.primary_metric.direction,
            "feature_space": emeta["kind"], "warnings": train_info.get("warnings", []),

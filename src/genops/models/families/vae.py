@@ -30,9 +30,18 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
-from genops.models.likelihoods import discretized_logistic_log_prob, gaussian_kl, nats_to_bits_per_dim, reparameterize
+from genops.models.likelihoods import (
+    discretized_logistic_log_prob,
+    gaussian_kl,
+    gaussian_kl_per_dim,
+    nats_to_bits_per_dim,
+    reparameterize,
+)
 from genops.models.networks.graphs import LatentGaussianSampler, MeanEncoder, NoiseToImage
 from genops.models.networks.vae import Decoder, Encoder
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active when Cov_x(E_q[z_d | x]) exceeds this
+TRAVERSAL_ROWS = 8  # latent dimensions shown in the traversal grid (the most informative: highest KL)
 
 
 class VAE(Family):
@@ -87,9 +96,14 @@ class VAE(Family):
             mu, logvar = self.encoder(batch.x, y)
             z = self.reparameterize(mu.float(), logvar.float(), ctx.noise)
             rec = -self.log_likelihood(batch.x, z, y).mean()
-        kl = gaussian_kl(mu.float(), logvar.float()).mean()
+        if self.cfg.free_bits > 0:  # Kingma et al. 2016: each dimension's batch-mean KL is charged at least free_bits
+            kl_dims = gaussian_kl_per_dim(mu.float(), logvar.float()).mean(0)
+            kl = kl_dims.sum()
+            kl_term = kl_dims.clamp(min=self.cfg.free_bits).sum()
+        else:
+            kl = kl_term = gaussian_kl(mu.float(), logvar.float()).mean()
         ramp = self.cfg.kl_warmup * ctx.total_steps
-        loss = rec + self.beta * min(1.0, (ctx.step + 1) / ramp if ramp else 1.0) * kl
+        loss = rec + self.beta * min(1.0, (ctx.step + 1) / ramp if ramp else 1.0) * kl_term
         ctx.backward("vae", loss)
         ctx.optimizers["vae"].step()
         return {"loss": loss.detach(), "recon_nll": rec.detach(), "kl": kl.detach()}
@@ -138,18 +152,26 @@ class VAE(Family):
 
     @torch.no_grad()
     def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
-        """Reconstruction MSE, ELBO, and the K-sample importance-weighted NLL bound on the test split."""
+        """Reconstruction MSE, ELBO, the K-sample importance-weighted NLL bound, and the latent diagnostics on the
+        test split: rate (KL to N(0, I)) and distortion (-log p(x|z)) for the rate-distortion plane (Alemi et al.
+        2018), KL per dimension, and active units (Burda et al. 2016) - a collapsed dimension has KL ~ 0 and
+        a posterior mean that does not move with x."""
         k = cfg.iw_samples
         subset = test.head(cfg.nll_subset)
-        mse, elbo, nll, count = 0.0, 0.0, 0.0, 0
+        mse, elbo, nll, distortion, count = 0.0, 0.0, 0.0, 0.0, 0
+        mus, kl_dims = [], []
         for batch in subset.to(self.device).batches(cfg.batch_size):
             y = self.labels_of(batch)
             mu, logvar = self.encoder(batch.x, y)
+            mus.append(mu.double())
+            kl_dims.append(gaussian_kl_per_dim(mu.double(), logvar.double()).sum(0))
             mean, _ = self.decoder(mu, y)
             mse += (mean - batch.x).pow(2).flatten(1).mean(1).sum().item()
             prior, post = self.prior_distribution(), self.posterior(mu, logvar)
             z = self.reparameterize(mu, logvar, generator)
-            elbo += (self.log_likelihood(batch.x, z, y).double() - kl_divergence(post, prior)).sum().item()
+            log_lik = self.log_likelihood(batch.x, z, y).double()  # the ELBO's own draw: no extra random numbers
+            distortion -= log_lik.sum().item()
+            elbo += (log_lik - kl_divergence(post, prior)).sum().item()
             log_w = []
             for _ in range(k):
                 z = self.reparameterize(mu, logvar, generator)
@@ -159,9 +181,29 @@ class VAE(Family):
             nll -= log_px.sum().item()
             count += batch.x.shape[0]
         nll /= count
+        per_dim = (torch.stack(kl_dims).sum(0) / count).tolist()
+        active = int((torch.cat(mus).var(0) > ACTIVE_UNIT_THRESHOLD).sum())
         return {"test_recon_mse": mse / count, "test_elbo_nats": elbo / count, "test_nll_nats": nll,
                 "test_nll_bpd": nats_to_bits_per_dim(nll, self.spec.dims), "iw_samples": float(k),
-                "nll_images": float(count)}
+                "nll_images": float(count), "test_rate_nats": sum(per_dim), "test_distortion_nats": distortion / count,
+                "active_units": float(active), "latent_dim": float(self.latent_dim),
+                **{f"kl_dim_{d:02d}": v for d, v in enumerate(per_dim)}}
+
+    @torch.no_grad()
+    def traverse(self, x: Batch, steps: int) -> torch.Tensor:
+        """Vary one latent dimension at a time around the first image's posterior mean, over +-3 standard deviations
+        of the prior along that axis, for the TRAVERSAL_ROWS dimensions with the highest KL on this batch."""
+        y = self.labels_of(x)
+        mu, logvar = self.encoder(x.x, y)
+        order = gaussian_kl_per_dim(mu, logvar).mean(0).argsort(descending=True)[:TRAVERSAL_ROWS]
+        scale = self.prior_distribution().covariance_matrix.diagonal().sqrt().float()
+        offsets = torch.linspace(-3, 3, steps, device=mu.device)
+        rows = []
+        for d in order.tolist():
+            z = mu[:1].repeat(steps, 1)
+            z[:, d] = self.prior.mean[d] + offsets * scale[d]
+            rows.append(self.decoder(z, None if y is None else y[:1].repeat(steps))[0])
+        return torch.cat(rows).clamp(0, 1)
 
     @torch.no_grad()
     def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor:
