@@ -40,6 +40,7 @@ TINY = {
     "vae.widths": [8, 16],
     "families": ["autoencoder", "vae"],
     "stacked": {},
+    "sweeps": [],  # tests/orchestration/test_sweep.py runs one
     "latent-diffusion.width": 16,
     "latent-diffusion.blocks": 1,
     "latent-diffusion.timesteps": 20,

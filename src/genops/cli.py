@@ -18,6 +18,8 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def _run(args) -> object:
+    if args.command == "data-watch":
+        return _data_watch()
     if args.command == "pipeline":
         import os
 
@@ -38,6 +40,25 @@ def _run(args) -> object:
                             overrides=with_profile(root, args.profile, args.overrides),
                             shared_tracking=args.shared_tracking)
     return as_output(run_command(args))
+
+
+def _data_watch() -> object:
+    """Run the data watcher flow against the Prefect server the retraining deployment's trigger lives on."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+
+    from genops.config import project_root
+    from genops.errors import GenopsError
+
+    if not PREFECT_API_URL.value():
+        # A temporary server would take the event and vanish with it, and the baseline would have moved on.
+        raise GenopsError("genops data-watch emits to the Prefect server the retraining deployment is on: set "
+                          "PREFECT_API_URL (e.g. source .genops/stack/stack.env)")
+    from genops.orchestration.data_watch import genops_data_watch
+
+    return genops_data_watch(str(project_root()))
 
 
 # How a full disk surfaces: OSError ENOSPC from Python, safetensors' Rust IoError, SQLite's own wording.

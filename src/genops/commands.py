@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("export", "export ONNX graphs and check ONNX Runtime parity", family=True)
     add("register", "register in MLflow and promote to @champion if better", family=True)
     add("compare", "write reports/comparison (table + charts + side-by-side samples) from the metrics files")
+    sp = add("sweep", "train + evaluate a family once per value of a params.yaml `sweeps` entry -> reports/sweeps",
+             family=True)
+    sp.add_argument("param", help="the swept key of the family's section (e.g. beta)")
     sp = add("sample", "generate images from a registered model", family=True)
     sp.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     sp.add_argument("--out", type=Path, default=Path("samples.png"), help=".png grid or .npz (key images, uint8)")
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--free-ports", action="store_true", help="pick free ports instead of 5000/4200/8333/55432")
     sp.add_argument("--no-worker", action="store_true", help="start no Prefect worker")
     sub.add_parser("families", help="list the model families and what each samples by")
+    sub.add_parser("data-watch", help="emit the Prefect event genops.data.changed if the files behind data.source "
+                   "changed since the last look (the retraining deployment's trigger listens for it)",
+                   description="Fingerprint data.source; emit genops.data.changed to the Prefect server in "
+                   "PREFECT_API_URL when it differs from the last fingerprint seen (.genops/data-watch.json). The "
+                   "first look records a baseline. genops-data-watch/poll runs the same check on a schedule.")
     return p
 
 
@@ -88,8 +96,8 @@ def run_command(args: argparse.Namespace) -> object:
 
         return {name: {"summary": family_class(name).info.summary, "samples_by": family_class(name).info.samples_by,
                        "primary_metric": family_class(name).primary_metric.name} for name in FAMILIES}
-    if args.command == "pipeline":
-        raise ValueError("`genops pipeline` is run by genops.cli, not as a stage command")
+    if args.command in ("pipeline", "data-watch"):
+        raise ValueError(f"`genops {args.command}` is a Prefect flow run by genops.cli, not a stage command")
     if args.command == "stack":
         return _stack(args)
     if args.command == "restore":
@@ -132,6 +140,10 @@ def run_command(args: argparse.Namespace) -> object:
         options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
         return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
                             options, model_prefix=params.tracking.model_prefix)
+    if args.command == "sweep":
+        from genops.orchestration.sweep import run_sweep
+
+        return run_sweep(root, args.family, args.param, params)
     if args.command in FAMILY_COMMANDS:
         from genops.stages import run_family_stage
 

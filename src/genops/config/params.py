@@ -22,6 +22,7 @@ from genops.config.sections import (
     OrchestrationConfig,
     RegisterConfig,
     ScheduleConfig,
+    SweepConfig,
     TrackingConfig,
     TrainConfig,
     ValidationConfig,
@@ -154,6 +155,8 @@ def _build_params_model() -> type[ParamsHead]:
         "profiles": (dict[str, dict[str, Any]], field({"gpu": GPU_PROFILE}, "`genops pipeline --profile NAME`: "
                      "named overrides written into params.yaml before the run (like --set), e.g. sizes for a GPU")),
         "orchestration": (OrchestrationConfig, field(OrchestrationConfig(), "how the Prefect flow runs stages")),
+        "sweeps": (list[SweepConfig], field([SweepConfig()], "params sweeps run by `dvc repro` / the flow (stage "
+                                            "sweep@N): the beta-VAE's rate-distortion trade-off by default")),
     }
     for name, entry in FAMILIES.items():
         if entry.base and not issubclass(entry.config, StackedConfig):

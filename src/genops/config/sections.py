@@ -182,6 +182,16 @@ class TrackingConfig(Section):
     system_metrics_interval_s: float = field(10.0, "seconds between system-metric samples", gt=0, training=False)
 
 
+class SweepConfig(Section):
+    """A params sweep: `family` trained and evaluated once per value of `param` (a key of its section), e.g. the
+    beta-VAE's rate-distortion trade-off (genops.orchestration.sweep; reports/sweeps)."""
+
+    family: str = field("vae", "the family swept", min_length=1)
+    param: str = field("beta", "the key of the family's section that takes each value", min_length=1)
+    values: list[float | int | str] = field([0.5, 1.0, 4.0], "the values, one training each", min_length=1)
+    budget_fraction: float = field(0.25, "share of train.budget (or train.steps) each value trains for", gt=0, le=1)
+
+
 class VersioningConfig(Section):
     """Recording runs in git, so every registered model walks back to its exact data, params, code and outputs."""
 

@@ -3,7 +3,9 @@
 The stage graph is read from dvc.yaml at run time (genops.orchestration.dvc_graph), so there is no second
 copy here that could drift. Per wave of independent stages the flow asks `dvc status` what changed, runs
 only those stage commands as Prefect tasks (retried; training resumes from its checkpoint), records them
-with `dvc commit`, and finally publishes a markdown artifact with metrics and promotion decisions.
+with `dvc commit`, and finally publishes artifacts (a summary, a metrics table, links to the registered versions,
+sample grids) and a `genops.model.promoted` event per new champion (genops.orchestration.publish). Stage output
+and `genops` log records go to the run's logs (genops.orchestration.logs).
 `flows/pipeline.py` and `flows/retrain.py` are the entry points users and deployments run.
 """
 
@@ -23,8 +25,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from genops.config import load_params
 from genops.errors import GenopsError, is_transient
 from genops.orchestration.dvc_graph import StageInfo, changed_stages, commit_stages, stage_dag, stage_waves
+from genops.orchestration.logs import StageLineForwarder, forward_genops_logs
+from genops.orchestration.publish import emit_promotions, publish_artifacts, version_url
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace, workspace_lock
+from genops.tracking.store import tracking_uri
 from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
@@ -48,27 +53,32 @@ def retry_transient(task, task_run, state) -> bool:
 def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_run_id: str | None = None) -> dict:
     from genops.tracking.store import FLOW_RUN_ENV
 
-    get_run_logger().info("running %s: %s", stage.name, stage.cmd)
-    # MLflow runs carry the flow run that made them (genops.prefect.flow_run_id).
-    wall = run_stage_command(Path(workspace), stage, in_process=in_process,
-                             extra_env={FLOW_RUN_ENV: flow_run_id} if flow_run_id else None)
+    log = get_run_logger()
+    log.info("running %s: %s", stage.name, stage.cmd)
+    lines = StageLineForwarder(log, stage.name)
+    try:
+        # MLflow runs carry the flow run that made them (genops.prefect.flow_run_id).
+        with forward_genops_logs():  # in-process stages log through `genops` loggers
+            wall = run_stage_command(Path(workspace), stage, in_process=in_process,
+                                     extra_env={FLOW_RUN_ENV: flow_run_id} if flow_run_id else None, on_line=lines)
+    finally:
+        lines.close()
     return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
 
 
 def _summary_markdown(root: Path, families: list[str], records: list[dict], timing: dict) -> str:
     lines = ["# genops pipeline", "", "| family | primary metric | value | version | alias | decision |",
              "|---|---|---|---|---|---|"]
-    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    tracking = tracking_uri(root)
     for fam in families:
         metrics_path, reg_path = root / "metrics" / f"{fam}.json", root / "reports" / "registry" / f"{fam}.json"
         m = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         r = json.loads(reg_path.read_text()) if reg_path.is_file() else {}
         key = m.get("primary_metric", "-")
         version = r.get("version", "-")
-        if r and tracking.startswith("http"):  # link the registered version in the MLflow UI
-            version = f"[{r['model']} v{version}]({tracking.rstrip('/')}/#/models/{r['model']}/versions/{version})"
-        elif r:
-            version = f"`models:/{r['model']}/{version}`"
+        if r:  # the registered version in the MLflow UI (a server), else its models:/ URI
+            url = version_url(tracking, r["model"], version)
+            version = f"[{r['model']} v{version}]({url})" if url.startswith("http") else f"`{url}`"
         lines.append(f"| {fam} | {key} | {m.get(key, '-')} | {version} | {r.get('alias', '-')} | "
                      f"{r.get('reason', '-')} |")
     lines += ["", "| stage | status | wall s |", "|---|---|---|"]
@@ -85,6 +95,11 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     Stages of one wave run concurrently up to the task runner's max_workers
     (params.yaml `orchestration.max_parallel`, applied by genops.orchestration.run_pipeline).
     """
+    with forward_genops_logs():  # `genops` records of this flow and its in-process stages reach the run's logs
+        return _pipeline(workspace, families, record)
+
+
+def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -> dict:
     log = get_run_logger()
     root = Path(workspace)
     t0 = time.perf_counter()
@@ -129,6 +144,9 @@ def genops_pipeline(workspace: str, families: list[str] | None = None, record: b
     if comparison.is_file():
         create_markdown_artifact(key="genops-comparison", markdown=comparison.read_text(),
                                  description="genops: all families side by side (reports/comparison)")
+    for promo in emit_promotions(root, records):  # first: automations may wait on these
+        log.info("event %s: %s v%s", promo["event"], promo["payload"]["model"], promo["payload"]["version"])
+    publish_artifacts(root, selected)
     if failed:
         raise GenopsError("pipeline failed:\n" + "\n".join(f"- {k}: {v}" for k, v in failed.items()))
     return summary
@@ -146,8 +164,14 @@ def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | No
         return {"stage": stage.name, "family": stage.family, "status": "skipped (unchanged)"}
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            **({FLOW_RUN_ENV: flow_run_id} if flow_run_id else {})}
-    wall = run_stage_command(root, stage, in_process=False, extra_env=env)
-    commit_stages(root, [stage.name])
+    log = get_run_logger()
+    lines = StageLineForwarder(log, stage.name)
+    try:
+        with forward_genops_logs():  # this runs on a Dask worker: the flow's handler is in another process
+            wall = run_stage_command(root, stage, in_process=False, extra_env=env, on_line=lines)
+            commit_stages(root, [stage.name])
+    finally:
+        lines.close()
     return {"stage": stage.name, "family": stage.family, "status": "ran", "wall_s": round(wall, 3)}
 
 
