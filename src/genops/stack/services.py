@@ -237,6 +237,9 @@ def start_mlflow(layout: StackLayout, ports: Ports, creds: Secrets) -> None:
 def start_prefect(layout: StackLayout, ports: Ports, creds: Secrets) -> None:
     env = _base_env(layout)
     env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url(ports, creds, "prefect", "asyncpg")
+    # The UI's own idea of where the API is: without it the UI calls the default port 4200 and shows
+    # "Can't connect to Server API" whenever the stack runs on other ports (--free-ports).
+    env["PREFECT_SERVER_UI_API_URL"] = f"http://127.0.0.1:{ports.prefect}/api"
     cmd = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(ports.prefect)]
     _spawn(layout, "prefect", cmd, env)
     _wait(lambda: _http_ok(f"http://127.0.0.1:{ports.prefect}/api/health"), "Prefect server", layout, "prefect", 120)
