@@ -20,6 +20,7 @@ TINY = {
     "train.steps": 12,
     "train.snapshots": [0.5],
     "evaluate.curve_samples": 16,
+    "evaluate.inpaint_samples": 16,
     "train.batch_size": 32,
     "train.checkpoint_every": 6,
     "train.log_every": 6,

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
+    sp.add_argument("--inpaint", type=Path, default=None, metavar="IMAGE",
+                    help="complete this image instead of sampling: --n completions where --mask is black")
+    sp.add_argument("--mask", type=Path, default=None, metavar="MASK",
+                    help="with --inpaint: white (>= 128) = keep, black = generate (default: keep the top half)")
     sp = sub.add_parser("restore", help="check out a registered version's recorded commit into a folder and pull "
                         "its outputs (checkpoint hash verified)")
     sp.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -139,7 +143,8 @@ def run_command(args: argparse.Namespace) -> object:
 
         options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
         return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
-                            options, model_prefix=params.tracking.model_prefix)
+                            options, model_prefix=params.tracking.model_prefix, inpaint=args.inpaint,
+                            mask=args.mask)
     if args.command == "sweep":
         from genops.orchestration.sweep import run_sweep
 

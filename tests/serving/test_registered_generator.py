@@ -140,7 +140,7 @@ def test_model_cards_are_the_descriptions_and_training_logged_system_metrics(reg
     client = _client(env)
     champion = client.get_model_version_by_alias(MODEL, "champion")
     card = champion.description
-    for part in ("## Data", "## Lineage", "## Params", "## Metrics", "real data (floor)", "## Promotion",
+    for part in ("## Data", "## Lineage", "## Metrics", "real data (floor)", "## Promotion", "MODEL_CARD.md",
                  "@champion", "mlflow models serve", champion.tags["genops.git_commit"]):
         assert part in card, part
     described = client.get_registered_model(MODEL).description
@@ -149,3 +149,23 @@ def test_model_cards_are_the_descriptions_and_training_logged_system_metrics(reg
     metrics = client.get_run(champion.run_id).data.metrics
     assert metrics.get("system/cpu_utilization_percentage") is not None
     assert metrics.get("system/system_memory_usage_megabytes", 0) > 0
+
+
+def test_genops_sample_inpaints_an_image_file_keeping_its_top_half(registered):
+    from PIL import Image
+
+    root, env, tmp = registered
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    digit[4:24, 12:16] = 255  # a "1"
+    Image.fromarray(digit).save(tmp / "one.png")
+    completed = _sample(root, env, tmp, "inpainted", "--inpaint", str(tmp / "one.png"), "--n", "2", "--seed", "3")
+    assert completed.shape == (2, 28, 28)
+    assert np.array_equal(completed[:, :14], np.broadcast_to(digit[:14], (2, 14, 28)))  # kept exactly
+    assert not np.array_equal(completed[0, 14:], completed[1, 14:])  # two completions, two draws
+    bad = run(["genops", "sample", "diffusion", "--inpaint", str(tmp / "missing.png"), "--out",
+               str(tmp / "x.npz")], root, env, check=False)
+    assert bad.returncode != 0 and "missing.png: not a readable image for --inpaint" in bad.stderr
+    metrics = json.loads((root / "metrics" / "diffusion.json").read_text())
+    assert 0 <= metrics["inpaint_accuracy"] <= 1 and metrics["inpaint_fid"] > 0 and metrics["inpaint_images"] == 16
+    assert metrics["inpaint_kept_mse"] < 1e-10
+    assert (root / "reports" / "diffusion" / "eval" / "inpainting.png").is_file()

@@ -179,6 +179,8 @@ class DiffusionConfig(DiffusionProcessConfig):
     attention_levels: list[int] = field([-1], "resolutions with self-attention (-1 = lowest; the middle always has)")
     dropout: float = field(0.0, "dropout inside residual blocks", ge=0, lt=1)
     vlb_timesteps: int = field(32, "strata of the variational-bound estimate", ge=1, training=False)
+    inpaint_resample: int = field(2, "RePaint resampling passes per inpainting step (Lugmayr et al. 2022: U; 1 = "
+                                     "plain replacement of the known pixels)", ge=1, training=False)
     evaluate: EvaluateBudget = field(
         EvaluateBudget(n_samples=500, variant_samples=100, speed_samples=64, nll_subset=200),
         "one network pass per sampling step: a smaller budget than one-pass families", training=False)

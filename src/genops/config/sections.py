@@ -129,6 +129,8 @@ class EvaluateConfig(Section):
     variant_samples: int = field(200, "samples per sampling variant (e.g. DDIM step counts) for the quality/speed "
                                       "curve", ge=2)
     speed_samples: int = field(512, "samples timed for images/s", ge=1)
+    inpaint_samples: int = field(200, "test images whose bottom half families that can inpaint (diffusion) complete: "
+                                      "the evaluator's accuracy on the completions and their FID; 0 = skip", ge=0)
     curve_samples: int = field(128, "samples per point of the quality-vs-compute curve (the training snapshots and "
                                     "the final model; the same count for every family, as FID depends on it)", ge=2)
     iw_samples: int = field(64, "importance samples for the VAE's NLL bound", ge=1)

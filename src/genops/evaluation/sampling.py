@@ -68,6 +68,10 @@ class SampleScorer:
             out.update(bootstrap_intervals(self.reference, fake_feats, out, self.cfg))
         return out
 
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The evaluator's class of each image (a classifier evaluator only)."""
+        return features_and_probs(self.net, images, True)[1].argmax(1).cpu()
+
     def variants(self, family: Family) -> dict[str, float]:
         """FID, recall and images/s for each sampling variant (e.g. DDPM-T vs DDIM-S): a measured curve.
 

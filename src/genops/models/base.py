@@ -165,6 +165,12 @@ class Family(ABC):
         """Images along a path in latent space from a to b: (len(a) * steps) x C x H x W."""
         return None
 
+    def complete(self, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
+                 nets: Mapping[str, Net] | None = None, **kwargs) -> torch.Tensor | None:
+        """Fill in the pixels where `mask` is 0 (1 = keep) of images in [0, 1] (N x C x H x W; mask N x 1 x H x W),
+        keeping the rest: inpainting. None for families that cannot condition on part of an image."""
+        return None
+
     def traverse(self, x: Batch, steps: int) -> torch.Tensor | None:
         """A latent traversal of the first image of x: one row per latent direction, `steps` values along it
         (rows * steps) x C x H x W; None for families without a latent space worth walking."""

@@ -75,6 +75,15 @@ class Generator:
             raise GenopsError(f"guidance needs a class-conditional model; {family.name} is unconditional")
         return family.sample(n, torch.Generator().manual_seed(seed), labels=labels, nets=self.nets, **options)
 
+    def complete(self, images: torch.Tensor, mask: torch.Tensor, seed: int, **options) -> torch.Tensor:
+        """Inpainting: the pixels where mask is 0 generated around the kept ones (families that can)."""
+        options.pop("guidance", None)  # completions run the unconditional model
+        out = self.family.complete(images, mask, torch.Generator().manual_seed(seed), nets=self.nets, **options)
+        if out is None:
+            raise GenopsError(f"{self.family.name} cannot inpaint (it cannot condition on part of an image); "
+                              "the pixel diffusion family can")
+        return out
+
     def parse(self, row: dict) -> dict:
         """One request row -> keyword arguments of `images`; unknown columns and wrong types are errors."""
         unknown = sorted(k for k, v in row.items() if k not in self.columns and not _absent(v))

@@ -23,6 +23,7 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
 
     from genops.evaluation.features import load_evaluator
     from genops.evaluation.history import read_history
+    from genops.evaluation.inpainting import inpainting_metrics
     from genops.evaluation.memorisation import closest_pairs, copy_fraction
     from genops.evaluation.plots import save_grid
     from genops.evaluation.sampling import SampleScorer, sample_set, sampling_speed
@@ -67,6 +68,9 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
                                                                              cfg.batch_size)
         curve = quality_curve(paths.checkpoint(family_name), final, scorer, cfg.curve_samples, seed,
                               cfg.batch_size, device, train_info["budget"])
+    inpainting = inpainting_metrics(family, test, scorer, cfg.inpaint_samples, seed, cfg.batch_size)
+    if inpainting is not None:
+        metrics.update(inpainting[0])
     metrics["n_samples"] = float(len(samples))
     metrics.update(stability(read_history(paths.checkpoint(family_name) / "history.csv"), key=family.monitor_loss))
     speed = sampling_speed(family, cfg.speed_samples, cfg.batch_size, seed)
@@ -91,6 +95,8 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
                                nrow=min(8, len(samples)))]
     if interp is not None:
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
+    if inpainting is not None:  # rows: masked input, completion, original
+        figures.append(save_grid(inpainting[1], report / "inpainting.png", nrow=len(inpainting[1]) // 3))
     walk = family.traverse(a.batch(torch.arange(0, len(a), device=device)), steps=10)
     if walk is not None:
         figures.append(save_grid(walk, report / "traversal.png", nrow=10))

@@ -28,9 +28,11 @@ def save_images(images: torch.Tensor, out: Path) -> Path:
 
 def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str = "onnx",
                  model_uri: str | None = None, seed: int = 0, label: int | None = None,
-                 options: dict | None = None, model_prefix: str = "genops-") -> dict:
+                 options: dict | None = None, model_prefix: str = "genops-", inpaint: Path | None = None,
+                 mask: Path | None = None) -> dict:
     """`options` are sampler settings such as steps/method/eta/guidance, checked against the family's
-    `sample_options` before anything is downloaded."""
+    `sample_options` before anything is downloaded. With `inpaint` (an image file) the model completes that
+    image n times where `mask` is black (default: keeps the top half) instead of sampling."""
     from genops.models.registry import family_class
     from genops.serving.generator import Generator
     from genops.tracking.registry import champion_uri, fetch_model
@@ -49,7 +51,17 @@ def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str =
         generator = Generator(folder, backend=backend)  # what the registered pyfunc model runs, too
         if generator.family.name != family_name:
             raise GenopsError(f"{model_uri} holds a {generator.family.name} model, not {family_name}")
-        images = generator.images(n, seed, label, **options)
+        if inpaint is None:
+            if mask is not None:
+                raise GenopsError("--mask is for --inpaint IMAGE")
+            images = generator.images(n, seed, label, **options)
+        else:
+            from genops.serving.images import read_image, read_mask
+
+            spec = generator.family.spec
+            image = read_image(inpaint, spec.channels, spec.height, spec.width)
+            keep = read_mask(mask, spec.height, spec.width)
+            images = generator.complete(image.expand(n, -1, -1, -1), keep.expand(n, -1, -1, -1), seed, **options)
     path = save_images(images, out)
     log.info("sample %s: %d images via %s -> %s", family_name, n, backend, path)
     return {"family": family_name, "n": n, "backend": backend, "model_uri": model_uri, "out": str(path),

@@ -293,3 +293,40 @@ def test_min_snr_weighting_is_l_simple_when_gamma_caps_nothing_and_lighter_when_
     if prediction == "eps":
         assert losses[1e12] == pytest.approx(losses[0.0], rel=1e-6)
     assert losses[1.0] < losses[1e12] <= losses[0.0] * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("resample", [1, 3])
+def test_repaint_keeps_the_known_pixels_and_an_oracle_denoiser_recovers_the_rest(resample):
+    """RePaint with a denoiser that knows the true image: DDIM (eta 0) lands on it everywhere, and the kept pixels
+    are the given ones exactly; resampling passes change nothing for an exact model."""
+    schedule = NoiseSchedule.make("cosine", 50)
+    truth = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = torch.zeros(3, 1, 6, 6)
+    mask[..., :3, :] = 1
+
+    def oracle(x, t):  # the eps a perfect eps-model would predict at x_t, given the true x_0
+        a = float(schedule.alpha_bar[t])
+        return (x - a**0.5 * truth) / (1 - a) ** 0.5
+
+    known = torch.where(mask.bool(), truth, torch.zeros_like(truth))
+    x_T = torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
+    out = samplers.run_inpaint_chain(oracle, x_T, known, mask, schedule, samplers.respaced_timesteps(50, 10),
+                                     samplers.ddim, 0.0, "eps", False, torch.Generator().manual_seed(3), resample)
+    assert torch.equal(out[..., :3, :], truth[..., :3, :])
+    torch.testing.assert_close(out, truth, atol=1e-4, rtol=0)
+
+
+def test_diffusion_inpaints_deterministically_and_other_families_decline():
+    spec = DataSpec(8, 8, 1, 10)
+    torch.manual_seed(0)
+    fam = build_family("diffusion", spec, {"widths": [8], "timesteps": 20, "sample_steps": 4, "eval_steps": [2],
+                                           "inpaint_resample": 2})
+    images = torch.rand(2, 1, 8, 8)
+    mask = torch.ones(2, 1, 8, 8)
+    mask[..., 4:, :] = 0
+    a = fam.complete(images, mask, torch.Generator().manual_seed(0))
+    b = fam.complete(images, mask, torch.Generator().manual_seed(0))
+    assert a.shape == images.shape and torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
+    torch.testing.assert_close(a[..., :4, :], images[..., :4, :], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[..., 4:, :], images[..., 4:, :])
+    assert build_family("vae", spec, {"widths": [8]}).complete(images, mask, torch.Generator()) is None

@@ -62,3 +62,33 @@ def run_chain(predict: Callable[[torch.Tensor, int], torch.Tensor], x_T: torch.T
         mean, sigma = step(x0, eps, x, alpha_bar_t, alpha_bar_s, eta)
         x = mean + sigma * torch.randn(x.shape, generator=generator).to(x.device) if sigma > 0 else mean
     return x
+
+
+@torch.no_grad()
+def run_inpaint_chain(predict: Callable[[torch.Tensor, int], torch.Tensor], x_T: torch.Tensor, known: torch.Tensor,
+                      mask: torch.Tensor, schedule: NoiseSchedule, seq: list[int], step: Step, eta: float,
+                      prediction: str, clip: bool, generator: torch.Generator, resample: int = 1,
+                      progress: bool = False, desc: str = "inpaint") -> torch.Tensor:
+    """RePaint (Lugmayr et al. 2022) with an unconditional model: x_T -> x_0 along `seq`, where before every
+    network call the known pixels (mask 1) are replaced by `known` noised to the current timestep,
+    x_t = m * q(x_t | known) + (1 - m) * x_t, so the generated part stays consistent with what is kept.
+    With `resample` U > 1 each step is repeated U times, re-noising x_s back to t in between
+    (x_t ~ N(sqrt(a_t / a_s) x_s, (1 - a_t / a_s) I)): the harmonisation that lets the unknown region follow
+    the known one instead of only being pasted next to it. Noise comes from `generator` in a fixed order."""
+    x = x_T
+    resample = max(1, int(resample))
+    for i, t in enumerate(tqdm(seq, desc=desc, disable=not progress, leave=False, mininterval=1.0,
+                               dynamic_ncols=True)):
+        alpha_bar_t = float(schedule.alpha_bar[t])
+        alpha_bar_s = float(schedule.alpha_bar[seq[i + 1]]) if i + 1 < len(seq) else 1.0
+        passes = resample if i + 1 < len(seq) else 1  # the last step lands on x_0: nothing to re-noise
+        for u in range(passes):
+            noise = torch.randn(known.shape, generator=generator).to(known.device)
+            x = mask * (alpha_bar_t**0.5 * known + (1 - alpha_bar_t) ** 0.5 * noise) + (1 - mask) * x
+            x0, eps = x0_and_eps(predict(x, t).float(), x, alpha_bar_t, prediction, clip)
+            mean, sigma = step(x0, eps, x, alpha_bar_t, alpha_bar_s, eta)
+            x = mean + sigma * torch.randn(x.shape, generator=generator).to(x.device) if sigma > 0 else mean
+            if u + 1 < passes:  # back to t for another pass of this step
+                ratio = alpha_bar_t / alpha_bar_s
+                x = ratio**0.5 * x + (1 - ratio) ** 0.5 * torch.randn(x.shape, generator=generator).to(x.device)
+    return mask * known + (1 - mask) * x

@@ -44,7 +44,7 @@ from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.diffusion.ema import ema_avg_fn
-from genops.models.diffusion.samplers import SAMPLERS, respaced_timesteps, run_chain
+from genops.models.diffusion.samplers import SAMPLERS, respaced_timesteps, run_chain, run_inpaint_chain
 from genops.models.diffusion.schedules import NoiseSchedule
 from genops.models.diffusion.vlb import vlb_terms
 from genops.models.latent_paths import slerp
@@ -218,6 +218,32 @@ class Diffusion(Family):
         bar when steps >= 20). x_T first, then each step's noise, all from `generator`."""
         x_T = torch.randn(n, *self.x_shape, generator=generator).to(self.device)
         x0 = self.denoise(x_T, generator, labels, nets, **kwargs)
+        return self.from_diffusion_space(x0, nets)
+
+    @torch.no_grad()
+    def complete(self, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
+                 nets: Mapping[str, Net] | None = None, steps: int | None = None, method: str | None = None,
+                 eta: float | None = None, resample: int | None = None, **kwargs) -> torch.Tensor:
+        """Inpainting with the unconditional model (RePaint, Lugmayr et al. 2022; samplers.run_inpaint_chain): the
+        pixels where mask is 0 are generated, consistent with the kept ones. A class-conditional model runs with
+        its null label (guidance 0): the label of a half-seen digit is what the completion has to work out."""
+        cfg = self.cfg
+        net = (nets or self.sampling_nets())["denoiser"]
+        method = method or cfg.sample_method
+        if method not in SAMPLERS:
+            raise GenopsError(f"{self.name}: sampling method {method!r}: expected one of {', '.join(SAMPLERS)}")
+        if steps is not None and not 1 <= int(steps) <= self.T:
+            raise GenopsError(f"{self.name}: steps={steps}: expected 1..{self.T} (the model's timesteps T)")
+        seq = self.timesteps(cfg.sample_steps if steps is None else steps)
+        known = images.to(self.device) * 2 - 1
+        mask = mask.to(self.device, known.dtype).expand(known.shape[0], 1, *known.shape[2:])
+        labels = torch.full((known.shape[0],), self.num_classes, dtype=torch.long, device=self.device) \
+            if self.conditional else None
+        x_T = torch.randn(known.shape, generator=generator).to(self.device)
+        x0 = run_inpaint_chain(lambda x, t: self._predict(net, x, t, labels, 1.0), x_T, known, mask, self.schedule,
+                               seq, SAMPLERS[method], cfg.eta if eta is None else float(eta), self.prediction,
+                               cfg.clip_denoised, generator, cfg.inpaint_resample if resample is None else resample,
+                               len(seq) >= 20, f"inpaint {self.name}")
         return self.from_diffusion_space(x0, nets)
 
     # --- export, evaluation ------------------------------------------------------------------------

@@ -101,6 +101,10 @@ class LatentDiffusion(Diffusion):
         z = reparameterize(mu.float(), logvar.float(), noise)
         return (z - self.stats.mean) / self.stats.std
 
+    def complete(self, images, mask, generator, nets=None, **kwargs) -> None:
+        """A pixel mask has no counterpart in the VAE's latent vector: latent diffusion does not inpaint."""
+        return None
+
     def from_diffusion_space(self, x0: torch.Tensor, nets: Mapping[str, Net] | None = None) -> torch.Tensor:
         return (nets or self.sampling_nets())["decoder"](x0).clamp(0, 1)
 
