@@ -195,6 +195,26 @@ class LatentDiffusionConfig(DiffusionProcessConfig, StackedConfig):
     clip_denoised: bool = field(False, "latents have no fixed range: no clipping", training=False)
 
 
+class DistilledDiffusionConfig(DiffusionConfig, StackedConfig):
+    """Progressive distillation (Salimans & Ho 2022) of the registered `diffusion` model's DDIM sampler: a student
+    that needs half the teacher's steps, halved `rounds` times. The network, schedule and parameterisation are the
+    base model's (the keys of the pixel-diffusion section here are replaced by the base's when it is loaded)."""
+
+    start_steps: int = field(64, "teacher DDIM steps the first round distils (its student samples with half)", ge=2)
+    rounds: int = field(4, "halvings: the student ends at start_steps / 2^rounds steps (64 -> 32 -> 16 -> 8 -> 4)",
+                        ge=1)
+    lr: float | None = field(0.0005, "Adam learning rate of the student; null = train.lr", gt=0)
+    warmup_steps: int = field(0, "linear learning-rate warm-up (the student starts from a trained network)", ge=0)
+    eval_ddpm: bool = field(False, "also measure the full T-step ancestral sampler (of the student)", training=False)
+
+    @model_validator(mode="after")
+    def _halvings(self) -> DistilledDiffusionConfig:
+        if self.start_steps % 2**self.rounds:
+            raise ValueError(f"start_steps ({self.start_steps}) must be divisible by 2^rounds ({2**self.rounds}): "
+                             "every round halves the steps")
+        return self
+
+
 class PixelCNNConfig(FamilyConfig):
     """Gated PixelCNN (van den Oord et al. 2016), 256-way softmax per sub-pixel."""
 
@@ -271,6 +291,9 @@ FAMILIES: dict[str, FamilyEntry] = {
     "diffusion": FamilyEntry(DiffusionConfig, "genops.models.families.diffusion:Diffusion"),
     "latent-diffusion": FamilyEntry(LatentDiffusionConfig, "genops.models.families.latent_diffusion:LatentDiffusion",
                                     base="vae"),
+    "diffusion-distilled": FamilyEntry(DistilledDiffusionConfig,
+                                       "genops.models.families.distilled_diffusion:DistilledDiffusion",
+                                       base="diffusion"),
     "pixelcnn": FamilyEntry(PixelCNNConfig, "genops.models.families.pixelcnn:PixelCNN"),
     "vqvae": FamilyEntry(VQVAEConfig, "genops.models.families.vqvae:VQVAE"),
 }

@@ -84,7 +84,8 @@ class ParamsHead(Section):
     seed: int = field(0, "seed of the data split and of every training run")
     families: list[str] = field(DEFAULT_FAMILIES, "families the pipeline trains (each has a section below)")
     stacked: dict[str, str] = field(
-        {"latent-diffusion": "vae"}, "families trained on another family's registered model: family -> base family "
+        {"latent-diffusion": "vae", "diffusion-distilled": "diffusion"},
+        "families trained on another family's registered model: family -> base family "
         "(DVC trains them after the base is registered; the base version is recorded in their lineage tags)")
     data: DataConfig = field(DataConfig(), "where the images come from and how they are shaped")
     validation: ValidationConfig = field(ValidationConfig(), "great-expectations thresholds")
