@@ -223,30 +223,6 @@ def test_latent_diffusion_trains_on_the_registered_vae_and_records_its_version(t
     assert bad.returncode != 0 and "vae sampling takes no --steps" in bad.stderr
 
 
-def test_distilled_diffusion_learns_from_the_registered_teacher_and_is_its_own_version(tmp_path):
-    root = make_project(tmp_path / "proj", {"families": ["diffusion"], "stacked": {"diffusion-distilled": "diffusion"},
-                                            "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
-                                            "diffusion-distilled.evaluate.n_samples": 24,
-                                            "diffusion-distilled.evaluate.variant_samples": 16,
-                                            "diffusion-distilled.evaluate.speed_samples": 8})
-    env = env_for(root, tmp_path)
-    run(["dvc", "repro"], root, env)
-    client = _client(tmp_path)
-    teacher = client.get_model_version_by_alias("genops-diffusion", "champion")
-    student = client.get_model_version_by_alias("genops-diffusion-distilled", "champion")
-    assert student.tags["genops.base.model"] == "genops-diffusion"
-    assert student.tags["genops.base.version"] == str(teacher.version)
-    metrics = json.loads((root / "metrics" / "diffusion-distilled.json").read_text())
-    # FID against steps for the students and, on the same grid, the registered teacher (the quality/speed chart)
-    assert {"ddim4_fid", "teacher_ddim4_fid", "ddim2_fid", "teacher_ddim2_fid", "teacher_ddim8_fid"} <= set(metrics)
-    assert metrics["student_steps"] == 2 and metrics["train_steps"] >= 2
-    family = json.loads((root / "checkpoints" / "diffusion-distilled" / "family.json").read_text())
-    assert family["cfg"]["widths"] == family["base_cfg"]["widths"] == [8, 16]  # the teacher's network
-    out = tmp_path / "student.npz"
-    run(["genops", "sample", "diffusion-distilled", "--n", "3", "--out", str(out)], root, env)
-    assert np.load(out)["images"].shape == (3, 28, 28)
-
-
 def test_a_stacked_family_listed_as_independent_is_refused_before_training(tmp_path):
     from genops.config import validate
     from genops.errors import GenopsError

@@ -2,7 +2,8 @@
 `genops sample` makes for the same request and seed; metrics live on the LoggedModel; the card is the description.
 
 One tiny diffusion family is trained, evaluated, exported and registered with the real `dvc repro`, MLflow
-(SQLite) and ONNX Runtime; the REST test starts MLflow's own scoring server on loopback.
+(SQLite) and ONNX Runtime, and its progressive-distillation student trained on the registered version (a stacked
+family); the REST test starts MLflow's own scoring server on loopback.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ MODEL = "genops-diffusion"
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("generator")
-    root = make_project(tmp / "proj", {"families": ["diffusion"], "tracking.system_metrics_interval_s": 1})
+    root = make_project(tmp / "proj", {"families": ["diffusion"], "tracking.system_metrics_interval_s": 1,
+                                       "stacked": {"diffusion-distilled": "diffusion"},
+                                       "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
+                                       "diffusion-distilled.evaluate.n_samples": 24,
+                                       "diffusion-distilled.evaluate.variant_samples": 16,
+                                       "diffusion-distilled.evaluate.speed_samples": 8})
     env = env_for(root, tmp)
-    run(["dvc", "repro", "register@diffusion"], root, env)
+    run(["dvc", "repro", "register@diffusion", "register-stacked@diffusion-distilled"], root, env)
     return root, env, tmp
 
 
@@ -169,3 +175,19 @@ def test_genops_sample_inpaints_an_image_file_keeping_its_top_half(registered):
     assert 0 <= metrics["inpaint_accuracy"] <= 1 and metrics["inpaint_fid"] > 0 and metrics["inpaint_images"] == 16
     assert metrics["inpaint_kept_mse"] < 1e-10
     assert (root / "reports" / "diffusion" / "eval" / "inpainting.png").is_file()
+
+
+def test_the_distilled_student_learns_from_the_registered_teacher_and_is_its_own_version(registered):
+    root, env, tmp = registered
+    client = _client(env)
+    student = client.get_model_version_by_alias("genops-diffusion-distilled", "champion")
+    teacher = client.get_model_version(MODEL, student.tags["genops.base.version"])
+    assert student.tags["genops.base.model"] == MODEL and teacher.run_id == student.tags["genops.base.run_id"]
+    metrics = json.loads((root / "metrics" / "diffusion-distilled.json").read_text())
+    # FID against steps for each round's student and, on the same grid, the registered teacher
+    assert {"ddim4_fid", "teacher_ddim4_fid", "ddim2_fid", "teacher_ddim2_fid", "teacher_ddim8_fid"} <= set(metrics)
+    assert metrics["student_steps"] == 2 and metrics["train_steps"] >= 2
+    family = json.loads((root / "checkpoints" / "diffusion-distilled" / "family.json").read_text())
+    assert family["cfg"]["widths"] == family["base_cfg"]["widths"] == [8, 16]  # the teacher's network
+    images = _predict(env, "models:/genops-diffusion-distilled@champion", [{"n": 3, "seed": 0}])[0]
+    assert images.shape == (3, 28, 28) and images.dtype == np.uint8
