@@ -146,7 +146,7 @@ def run_command(args: argparse.Namespace) -> object:
                             options, model_prefix=params.tracking.model_prefix, inpaint=args.inpaint,
                             mask=args.mask)
     if args.command == "sweep":
-        from genops.orchestration.sweep import run_sweep
+        from genops.stages.sweep import run_sweep
 
         return run_sweep(root, args.family, args.param, params)
     if args.command in FAMILY_COMMANDS:

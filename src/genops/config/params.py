@@ -45,6 +45,8 @@ SMOKE = {
     "latent-diffusion.eval_ddpm": False, "pixelcnn.hidden": 8, "pixelcnn.layers": 2,
     "pixelcnn.evaluate.n_samples": 32, "pixelcnn.evaluate.speed_samples": 8, "vqvae.widths": [16, 32],
     "vqvae.prior_hidden": 16, "vqvae.prior_layers": 2, "wgan-gp.monitor_every": 20, "validation.min_rows": 50,
+    "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
+    "diffusion-distilled.evaluate": {"n_samples": 64, "variant_samples": 32},
     "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
     "versioning.commit": False,
 }
@@ -65,7 +67,7 @@ GPU_PROFILE = {
     "wgan-gp.widths": [64, 128, 256], "wgan-gp.monitor_every": 2500, "wgan-gp.monitor_samples": 1024,
     "diffusion.widths": [64, 128, 256], "diffusion.blocks_per_level": 2, "diffusion.dropout": 0.1,
     "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
-    "diffusion.eval_steps": [10, 25, 50, 100, 250],
+    "diffusion.eval_steps": [10, 25, 50, 100, 250], "diffusion-distilled.evaluate": {},
     "latent-diffusion.width": 512, "latent-diffusion.blocks": 6,
     "pixelcnn.hidden": 128, "pixelcnn.layers": 12,
     "pixelcnn.evaluate": {"n_samples": 2000, "speed_samples": 512},

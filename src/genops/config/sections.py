@@ -186,7 +186,7 @@ class TrackingConfig(Section):
 
 class SweepConfig(Section):
     """A params sweep: `family` trained and evaluated once per value of `param` (a key of its section), e.g. the
-    beta-VAE's rate-distortion trade-off (genops.orchestration.sweep; reports/sweeps)."""
+    beta-VAE's rate-distortion trade-off (genops.stages.sweep; reports/sweeps)."""
 
     family: str = field("vae", "the family swept", min_length=1)
     param: str = field("beta", "the key of the family's section that takes each value", min_length=1)

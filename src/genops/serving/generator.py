@@ -17,8 +17,9 @@ import torch
 from genops.errors import GenopsError
 from genops.models.base import SAMPLE_OPTION_TYPES
 from genops.serving.images import to_uint8
+from genops.storage.bundle import REGISTRY_BUNDLE
 
-BUNDLE = "genops"  # the pyfunc artifact (a folder) holding family.json, the graphs, weights and hashes.json
+BUNDLE = REGISTRY_BUNDLE  # the pyfunc artifact (a folder) holding family.json, the graphs, weights, hashes.json
 MAX_IMAGES = 1024  # per request row: a served endpoint should not be asked for unbounded work in one call
 
 

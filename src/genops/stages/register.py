@@ -35,9 +35,9 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from genops.serving.generator import BUNDLE
+    from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
     from genops.storage.integrity import record_hashes, verify_recorded
-    from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator, version_model_id
+    from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator
     from genops.tracking.model_card import fit_description, model_card, registry_card
     from genops.tracking.promotion import decide, half_width
     from genops.tracking.registry import (
@@ -48,6 +48,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
         hash_tags,
         model_name,
         version_fingerprint,
+        version_model_id,
     )
     from genops.tracking.runs import family_run, run_info
     from genops.tracking.store import context_tags, git_commit

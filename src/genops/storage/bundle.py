@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FAMILY_JSON = "family.json"
 WEIGHTS = "weights.safetensors"
+REGISTRY_BUNDLE = "genops"  # the folder of a registered version's artifacts holding these files and its graphs
 
 
 def family_meta(family: Family, extra: dict | None = None) -> dict:

@@ -59,19 +59,3 @@ def link_metrics(model_id: str, metrics: dict[str, float], dataset) -> None:
 
     mlflow.log_input(dataset, context="evaluation", model=LoggedModelInput(model_id))
     mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
-
-
-def version_model_id(mv) -> str | None:
-    """The LoggedModel behind a registry version (some stores leave `model_id` empty; its source names it)."""
-    source = getattr(mv, "source", "") or ""
-    return getattr(mv, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-")
-                                             else None)
-
-
-def model_metric(client, model_id: str | None, key: str) -> float | None:
-    """A metric of a LoggedModel (the newest value logged under `key`), or None."""
-    if not model_id:
-        return None
-    values = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == key]
-    # The value linked to the evaluation dataset first (the same key may also be linked without one).
-    return float(max(values, key=lambda m: (m.dataset_name is not None, m.timestamp)).value) if values else None

@@ -30,7 +30,7 @@ def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as exc:  # mlflow raises several types for a missing name/alias/version
         raise GenopsError(f"cannot load {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
-    from genops.serving.generator import BUNDLE
+    from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
 
     # pyfunc generators keep their files in artifacts/genops; older versions (onnx flavor) in extra_files.
     files = next((d for d in (local / "artifacts" / BUNDLE, local / "extra_files") if (d / "family.json").is_file()),
@@ -105,12 +105,26 @@ def exists(client, name: str) -> bool:
         return False
 
 
+def version_model_id(mv) -> str | None:
+    """The LoggedModel behind a registry version (some stores leave `model_id` empty; its source names it)."""
+    source = getattr(mv, "source", "") or ""
+    return getattr(mv, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-")
+                                             else None)
+
+
+def model_metric(client, model_id: str | None, key: str) -> float | None:
+    """A metric of a LoggedModel (the newest value logged under `key`), or None."""
+    if not model_id:
+        return None
+    values = [m for m in client.get_logged_model(model_id).metrics or [] if m.key == key]
+    # The value linked to the evaluation dataset first (the same key may also be linked without one).
+    return float(max(values, key=lambda m: (m.dataset_name is not None, m.timestamp)).value) if values else None
+
+
 def champion_value(client, name: str, metric: str) -> tuple[str | None, float | None]:
     """The @champion's version and its value of `metric`: from its LoggedModel's metrics (MLflow 3), else from
     the `metric.*` version tag (versions registered before metrics were linked). (None, None) without one."""
     from mlflow.exceptions import MlflowException
-
-    from genops.tracking.logged_model import model_metric, version_model_id
 
     try:
         mv = client.get_model_version_by_alias(name, "champion")

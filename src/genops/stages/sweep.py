@@ -1,4 +1,4 @@
-"""A params sweep of one family: the real `train` and `evaluate` stages once per value, side by side.
+"""sweep: a params sweep of one family, the real `train` and `evaluate` commands once per value, side by side.
 
 The default sweep is the beta-VAE's (params.yaml `sweeps`): beta in {0.5, 1, 4}, so "beta > 1 trades
 reconstruction for a more factorised latent" is a measured rate-distortion curve (rate = KL to the prior,
@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -23,8 +25,6 @@ import yaml
 from genops.config import Params, apply_overrides, dump, load_params, validate
 from genops.config.sections import SweepConfig
 from genops.errors import GenopsError
-from genops.orchestration.dvc_graph import StageInfo
-from genops.orchestration.runner import run_stage_command
 from genops.storage.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def run_sweep(root: Path, family: str, param: str, params: Params | None = None)
         ws = _workspace(root, params, sweep, value)
         for stage in ("train", "evaluate"):
             log.info("sweep %s.%s=%s: %s", family, param, value, stage)
-            run_stage_command(ws, StageInfo(f"{stage}@{family}", f"genops {stage} {family}", family),
-                              in_process=True)
+            _run(ws, stage, family)
         metrics = json.loads((ws / "metrics" / f"{family}.json").read_text())
         rows.append({"value": value, **{k: metrics.get(k) for k in COLUMNS}})
     result = {"family": family, "param": param, "budget_fraction": sweep.budget_fraction, "rows": rows}
@@ -74,6 +73,18 @@ def run_sweep(root: Path, family: str, param: str, params: Params | None = None)
     log.info("sweep %s.%s: %s", family, param, [(r["value"], r["test_rate_nats"], r["test_distortion_nats"])
                                                 for r in rows])
     return result
+
+
+def _run(ws: Path, stage: str, family: str) -> None:
+    """`genops STAGE FAMILY` in the value's workspace, as DVC runs a stage: a command, not an import (stages never
+    import one another), its output streamed to ours."""
+    exe = Path(sys.executable).parent / "genops"
+    cmd = [str(exe) if exe.is_file() else "genops", stage, family]
+    env = {**os.environ, "GENOPS_ROOT": str(ws)}
+    env.pop("DVC_ROOT", None)
+    code = subprocess.run(cmd, cwd=ws, env=env).returncode
+    if code:
+        raise GenopsError(f"sweep: `genops {stage} {family}` in {ws} exited with {code} (its output is above)")
 
 
 def _workspace(root: Path, params: Params, sweep: SweepConfig, value) -> Path:
