@@ -26,3 +26,11 @@ def test_beta_sweep_trades_rate_for_distortion_and_leaves_the_project_alone(tmp_
     # The sweep trained in its own workspaces: the project's own vae was never trained, nothing registered.
     assert not (root / "checkpoints" / "vae").exists() and not (root / "reports" / "registry").exists()
     assert "up to date" in run(["dvc", "status", "sweep@0"], root, env).stdout
+
+
+def test_a_sweep_stage_is_shared_not_a_family_the_flow_would_filter_out():
+    from genops.orchestration.dvc_graph import stage_family
+
+    assert stage_family("sweep@0") is None and stage_family("prepare") is None
+    assert stage_family("train@vae") == "vae"
+    assert stage_family("register-stacked@latent-diffusion") == "latent-diffusion"

@@ -22,6 +22,15 @@ class StageInfo:
     family: str | None  # the foreach item, None for shared stages
 
 
+def stage_family(name: str) -> str | None:
+    """The family a stage belongs to: the foreach key of `train@vae` & co.; None for shared stages, including
+    foreach stages over other things (`sweep@0`, the first params sweep), which run whatever families are chosen."""
+    from genops.config import FAMILIES
+
+    key = name.split("@", 1)[1] if "@" in name else None
+    return key if key in FAMILIES else None
+
+
 def stage_waves(root: Path, families: list[str] | None = None) -> list[list[StageInfo]]:
     """DVC's stages in dependency order, grouped so each group depends only on earlier groups."""
     import networkx as nx
@@ -34,7 +43,7 @@ def stage_waves(root: Path, families: list[str] | None = None) -> list[list[Stag
             wave = []
             for stage in sorted(generation, key=lambda s: s.name):
                 name = stage.name
-                family = name.split("@", 1)[1] if "@" in name else None
+                family = stage_family(name)
                 if families is None or family is None or family in families:
                     cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
                     wave.append(StageInfo(name, cmd, family))
@@ -69,7 +78,7 @@ def stage_dag(root: Path, families: list[str] | None = None) -> list[tuple[Stage
         order = list(nx.topological_sort(graph.reverse()))
         out = []
         for stage in order:
-            family = stage.name.split("@", 1)[1] if "@" in stage.name else None
+            family = stage_family(stage.name)
             if families is not None and family is not None and family not in families:
                 continue
             cmd = stage.cmd if isinstance(stage.cmd, str) else " && ".join(stage.cmd)
