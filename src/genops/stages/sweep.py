@@ -82,7 +82,11 @@ def _run(ws: Path, stage: str, family: str) -> None:
     cmd = [str(exe) if exe.is_file() else "genops", stage, family]
     env = {**os.environ, "GENOPS_ROOT": str(ws)}
     env.pop("DVC_ROOT", None)
-    code = subprocess.run(cmd, cwd=ws, env=env).returncode
+    # The command's JSON result goes to our stderr with its log: our stdout is the caller's (`genops pipeline`
+    # prints its summary there), and the result is read back from the workspace's files.
+    proc = subprocess.run(cmd, cwd=ws, env=env, stdout=subprocess.PIPE, text=True)
+    sys.stderr.write(proc.stdout)
+    code = proc.returncode
     if code:
         raise GenopsError(f"sweep: `genops {stage} {family}` in {ws} exited with {code} (its output is above)")
 
