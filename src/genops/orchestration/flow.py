@@ -33,6 +33,11 @@ from genops.tracking.store import tracking_uri
 from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
+# Waits before each retry of a transiently failed stage: together about two minutes, so a tracking server that is
+# restarted (or a node that comes back) is waited for; a 5-second retry only meets the same outage again (measured
+# by benchmarks/faults.py: an MLflow server restarted under load takes longer than that to answer).
+RETRY_DELAYS_S = [10, 30, 90]
+
 
 def retry_transient(task, task_run, state) -> bool:
     """Prefect's retry_condition_fn: retry a stage only when its failure can pass on its own (genops.errors).
@@ -48,7 +53,8 @@ def retry_transient(task, task_run, state) -> bool:
     return bool(getattr(exc, "transient", False)) or (isinstance(exc, BaseException) and is_transient(exc))
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+@task(retries=len(RETRY_DELAYS_S), retry_delay_seconds=RETRY_DELAYS_S, retry_condition_fn=retry_transient,
+      cache_policy=NO_CACHE,
       task_run_name="{stage.name}")
 def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_run_id: str | None = None) -> dict:
     from genops.tracking.store import FLOW_RUN_ENV
@@ -152,7 +158,8 @@ def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -
     return summary
 
 
-@task(retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+@task(retries=len(RETRY_DELAYS_S), retry_delay_seconds=RETRY_DELAYS_S, retry_condition_fn=retry_transient,
+      cache_policy=NO_CACHE,
       task_run_name="{stage.name}")
 def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | None, threads: int) -> dict:
     """One stage on a (Dask) worker: ask DVC whether it changed, run its command in a subprocess, record it.
