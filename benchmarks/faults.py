@@ -58,6 +58,7 @@ SETTINGS = {
     "validation.min_per_class": 2, "vae.widths": [8, 16],
 }
 KILL_PHASES = ["train", "evaluate", "export", "register", "commit"]
+TRACKING_DOWN_S = 20  # how long the tracking server stays dead in the tracking trial
 
 
 def _env(work: Path, tracking: str | None = None) -> dict[str, str]:
@@ -259,8 +260,8 @@ def tracking_trial(work: Path) -> dict:
     env = _env(work, f"http://127.0.0.1:{port}")
     proc = _pipeline(root, env)
     _stage_log(proc, f"--- register@{FAMILY}")
-    _kill_group(server)  # the server goes away as registration starts
-    time.sleep(3)
+    _kill_group(server)  # the server goes away as registration starts ...
+    time.sleep(TRACKING_DOWN_S)  # ... for longer than MLflow's own client retries bridge: Prefect must retry
     server = _mlflow_server(work, port)
     out, err = proc.communicate()
     retried = "transient" in err or "temporary failure" in err
