@@ -264,10 +264,11 @@ def tracking_trial(work: Path) -> dict:
     time.sleep(TRACKING_DOWN_S)  # ... for longer than MLflow's own client retries bridge: Prefect must retry
     server = _mlflow_server(work, port)
     out, err = proc.communicate()
-    retried = "transient" in err or "temporary failure" in err
+    retries = [line for line in err.splitlines() if "Task run failed with" in line and " - Retry " in line]
+    retried = bool(retries) or "transient" in err or "temporary failure" in err
     checks = _checks(root, env, None)
     _kill_group(server)
-    return {"pipeline_exit": proc.returncode, "retried": retried, **checks,
+    return {"pipeline_exit": proc.returncode, "retried": retried, "retries": [r[-160:] for r in retries], **checks,
             "ok": proc.returncode == 0 and checks["ok"], **({"stderr": err[-800:]} if proc.returncode else {})}
 
 
