@@ -51,10 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
+    sp.add_argument("--truncation", type=float, default=None,
+                    help="StyleGAN truncation psi: w = w_avg + psi (w - w_avg); < 1 trades diversity for quality")
     sp.add_argument("--inpaint", type=Path, default=None, metavar="IMAGE",
                     help="complete this image instead of sampling: --n completions where --mask is black")
     sp.add_argument("--mask", type=Path, default=None, metavar="MASK",
                     help="with --inpaint: white (>= 128) = keep, black = generate (default: keep the top half)")
+    sp.add_argument("--input", type=Path, default=None, metavar="DIR",
+                    help="translate every image of this folder instead of sampling (families that translate: "
+                         "cyclegan); unreadable files are skipped and named")
+    sp.add_argument("--direction", choices=("a2b", "b2a"), default=None,
+                    help="with --input: b2a (default) maps domain-B images into the training data's domain A")
     sp = sub.add_parser("restore", help="check out a registered version's recorded commit into a folder and pull "
                         "its outputs (checkpoint hash verified)")
     sp.add_argument("model_uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -141,10 +148,11 @@ def run_command(args: argparse.Namespace) -> object:
     if args.command == "sample":
         from genops.stages.sample import sample_stage
 
-        options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance") if getattr(args, k) is not None}
+        options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance", "truncation")
+                   if getattr(args, k) is not None}
         return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
                             options, model_prefix=params.tracking.model_prefix, inpaint=args.inpaint,
-                            mask=args.mask)
+                            mask=args.mask, input_dir=args.input, direction=args.direction)
     if args.command == "sweep":
         from genops.stages.sweep import run_sweep
 

@@ -29,6 +29,12 @@ class FamilyConfig(Section):
     def learning_rate(self, train_lr: float) -> float:
         return self.lr if self.lr is not None else train_lr
 
+    def data_sources(self) -> dict[str, str]:
+        """Data the family trains on besides `data.source`, by role (role -> any source `data.source` accepts): the
+        train and evaluate stages load each, converted to the main data's shape, and hand it to the family through
+        `Family.attach_data`. Most families need none."""
+        return {}
+
 
 class StackedConfig(FamilyConfig):
     """A family trained on another family's *registered* model (see `FamilyEntry.base`)."""
@@ -43,6 +49,22 @@ class MonitorSettings(Section):
     samples: int
     min_recall: float
     min_modes: int
+
+
+class AdversarialConfig(FamilyConfig):
+    """What adversarial families share: the mode-collapse watch during training (their losses say little about it)."""
+
+    monitor_every: int = field(250, "steps between recall / modes-covered checks (a multiple of train.log_every); "
+                                    "0 = off", ge=0)
+    monitor_samples: int = field(256, "samples per check", ge=2)
+    collapse_min_recall: float = field(0.05, "recall below this logs a mode-collapse warning", ge=0, le=1)
+    collapse_min_modes: int = field(5, "fewer modes covered than this logs a mode-collapse warning", ge=0)
+
+    def monitor(self) -> MonitorSettings | None:
+        if self.monitor_every <= 0:
+            return None
+        return MonitorSettings(every=self.monitor_every, samples=self.monitor_samples,
+                               min_recall=self.collapse_min_recall, min_modes=self.collapse_min_modes)
 
 
 # --- one config class per family -------------------------------------------------------------------
@@ -78,7 +100,7 @@ class VAEConfig(FamilyConfig):
                   "Johnson 2016; Tomczak & Welling 2018); standard = N(0, I), the prior it was trained against")
 
 
-class GanConfig(FamilyConfig):
+class GanConfig(AdversarialConfig):
     """DCGAN; one step = one D update (+ one G update every n_critic steps)."""
 
     objective: Literal["minimax", "nonsaturating", "wgan-gp"] = field("nonsaturating",
@@ -94,11 +116,6 @@ class GanConfig(FamilyConfig):
     lr_g: float | None = field(0.0002, "generator learning rate (TTUR); null = lr", gt=0)
     lr_d: float | None = field(0.0002, "discriminator learning rate (TTUR); null = lr", gt=0)
     betas: tuple[float, float] = field((0.5, 0.999), "Adam betas of both optimisers")
-    monitor_every: int = field(250, "steps between recall / modes-covered checks (a multiple of train.log_every); "
-                                    "0 = off", ge=0)
-    monitor_samples: int = field(256, "samples per check", ge=2)
-    collapse_min_recall: float = field(0.05, "recall below this logs a mode-collapse warning", ge=0, le=1)
-    collapse_min_modes: int = field(5, "fewer modes covered than this logs a mode-collapse warning", ge=0)
 
     @model_validator(mode="after")
     def _critic_norm(self) -> GanConfig:
@@ -106,12 +123,6 @@ class GanConfig(FamilyConfig):
             raise ValueError("d_norm: batch norm in a WGAN-GP critic breaks the per-sample gradient penalty; "
                              "use none or layer")
         return self
-
-    def monitor(self) -> MonitorSettings | None:
-        if self.monitor_every <= 0:
-            return None
-        return MonitorSettings(every=self.monitor_every, samples=self.monitor_samples,
-                               min_recall=self.collapse_min_recall, min_modes=self.collapse_min_modes)
 
 
 class WganGpConfig(GanConfig):
@@ -127,6 +138,44 @@ class WganGpConfig(GanConfig):
     lr_d: float | None = field(0.0003, "critic learning rate (TTUR: above the generator's); null = lr", gt=0)
     betas: tuple[float, float] = field((0.0, 0.9), "Adam betas (Gulrajani et al.)")
     monitor_every: int = field(500, "steps between recall / modes-covered checks; 0 = off", ge=0)
+
+
+class StyleGanConfig(AdversarialConfig):
+    """A small StyleGAN2 (Karras et al. 2019, 2020): mapping network z -> w, modulated/demodulated convolutions
+    driven by per-layer styles, per-layer noise, style-mixing regularisation, lazy R1, EMA generator, truncation.
+    CPU-sized; on a GPU widen `widths` (e.g. [64, 128, 256]) and `w_dim`."""
+
+    latent_dim: int = field(64, "size of z", ge=1)
+    w_dim: int = field(64, "size of w (the intermediate latent each layer's style comes from)", ge=1)
+    mapping_layers: int = field(4, "layers of the mapping MLP z -> w (StyleGAN: 8)", ge=1)
+    mapping_lr_mul: float = field(0.01, "learning-rate multiplier of the mapping network (equalised lr; StyleGAN: "
+                                        "0.01, so w moves slowly against the synthesis network)", gt=0)
+    widths: list[int] = field([32, 64, 128], "synthesis channels per level, shallow (full size) -> deep; D uses "
+                                             "the same unless d_widths", min_length=1)
+    d_widths: list[int] | None = field(None, "discriminator channels; null = widths", min_length=1)
+    noise: bool = field(True, "per-layer noise inputs (stochastic detail)")
+    style_mixing: float = field(0.9, "probability that a training sample takes its styles from two z's, switching "
+                                     "at a random layer (mixing regularisation)", ge=0, le=1)
+    r1_gamma: float = field(0.2, "R1 penalty weight gamma on real images (Mescheder et al. 2018)", ge=0)
+    r1_every: int = field(4, "lazy regularisation: R1 every this many steps, scaled up by as much", ge=1)
+    ema_decay: float = field(0.995, "EMA decay of the sampling generator's weights (ramped up as (1+n)/(10+n))",
+                             gt=0, lt=1)
+    w_avg_beta: float = field(0.995, "EMA decay of the tracked mean w (the truncation centre)", gt=0, lt=1)
+    lr_g: float | None = field(0.002, "generator learning rate (StyleGAN2: 0.002); null = lr", gt=0)
+    lr_d: float | None = field(0.002, "discriminator learning rate; null = lr", gt=0)
+    betas: tuple[float, float] = field((0.0, 0.99), "Adam betas (StyleGAN2)")
+    truncation: float = field(1.0, "default truncation psi at sampling: w = w_avg + psi (w - w_avg); 1 = none",
+                              ge=0, training=False)
+    eval_truncation: list[float] = field([0.5, 0.7], "truncation values measured as sampling variants (quality "
+                                                     "against diversity)", training=False)
+    ppl_samples: int = field(512, "path pairs for perceptual path length in z and in w", ge=2, training=False)
+    ppl_epsilon: float = field(1e-4, "step along the path for perceptual path length", gt=0, training=False)
+
+    @model_validator(mode="after")
+    def _unconditional(self) -> StyleGanConfig:
+        if self.conditional:
+            raise ValueError("conditional: this StyleGAN is unconditional (use gan with conditional: true)")
+        return self
 
 
 class DiffusionProcessConfig(FamilyConfig):
@@ -270,6 +319,43 @@ class VQVAEConfig(FamilyConfig):
         return split
 
 
+class CycleGanConfig(AdversarialConfig):
+    """CycleGAN (Zhu et al. 2017): unpaired translation between the training data (domain A) and `domain_b`, with
+    two ResNet generators, two PatchGAN discriminators, LSGAN losses, cycle and identity losses and an image
+    history buffer. CPU-sized; the GPU profile widens it."""
+
+    domain_b: str = field("digits", "domain B: any source data.source accepts (mnist5k, digits, a folder of images, "
+                                    "an .npz), converted to the main data's size and channels; split with "
+                                    "data.test_fraction")
+    width: int = field(16, "generator channels at full resolution (doubled at each downsampling)", ge=1)
+    downsamplings: int = field(2, "stride-2 convolutions before the residual blocks (and as many upsamplings after)",
+                               ge=1)
+    res_blocks: int = field(3, "residual blocks at the lowest resolution (Zhu et al.: 6 at 128 px, 9 at 256 px)", ge=0)
+    d_widths: list[int] = field([16, 32], "PatchGAN discriminator channels, one stride-2 4x4 conv each (then a 3x3 "
+                                          "conv to one score per patch)", min_length=1)
+    lambda_cycle: float = field(10.0, "weight of the cycle-consistency L1 losses |G_BA(G_AB(a)) - a| + "
+                                      "|G_AB(G_BA(b)) - b|", ge=0)
+    lambda_identity: float = field(5.0, "weight of the identity L1 losses |G_BA(a) - a| + |G_AB(b) - b| (Zhu et al.: "
+                                        "0.5 x lambda_cycle); keeps colours and content", ge=0)
+    history_size: int = field(50, "image history buffer per discriminator (Shrivastava et al. 2017): D sees a past "
+                                  "fake with probability 0.5 once it is full; 0 = off", ge=0)
+    bank_size: int = field(256, "held-out domain-B images carried with the weights (and the ONNX `source` graph): "
+                                "sampling translates seeded draws of them into domain A (cycled if B holds fewer)",
+                           ge=1)
+    lr_g: float | None = field(0.0002, "generators' learning rate; null = lr", gt=0)
+    lr_d: float | None = field(0.0002, "discriminators' learning rate; null = lr", gt=0)
+    betas: tuple[float, float] = field((0.5, 0.999), "Adam betas (Zhu et al.)")
+
+    def data_sources(self) -> dict[str, str]:
+        return {"domain_b": self.domain_b}
+
+    @model_validator(mode="after")
+    def _unconditional(self) -> CycleGanConfig:
+        if self.conditional:
+            raise ValueError("conditional: CycleGAN translates images; it has no class-conditional variant")
+        return self
+
+
 # --- the registry ------------------------------------------------------------------------------------
 
 
@@ -288,6 +374,7 @@ FAMILIES: dict[str, FamilyEntry] = {
     "vae": FamilyEntry(VAEConfig, "genops.models.families.vae:VAE"),
     "gan": FamilyEntry(GanConfig, "genops.models.families.gan:GAN"),
     "wgan-gp": FamilyEntry(WganGpConfig, "genops.models.families.gan:GAN"),
+    "stylegan": FamilyEntry(StyleGanConfig, "genops.models.families.stylegan:StyleGAN"),
     "diffusion": FamilyEntry(DiffusionConfig, "genops.models.families.diffusion:Diffusion"),
     "latent-diffusion": FamilyEntry(LatentDiffusionConfig, "genops.models.families.latent_diffusion:LatentDiffusion",
                                     base="vae"),
@@ -296,4 +383,5 @@ FAMILIES: dict[str, FamilyEntry] = {
                                        base="diffusion"),
     "pixelcnn": FamilyEntry(PixelCNNConfig, "genops.models.families.pixelcnn:PixelCNN"),
     "vqvae": FamilyEntry(VQVAEConfig, "genops.models.families.vqvae:VQVAE"),
+    "cyclegan": FamilyEntry(CycleGanConfig, "genops.models.families.cyclegan:CycleGAN"),
 }

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import create_model, model_validator
 
 from genops.config.base import Section, field
-from genops.config.families import FAMILIES, FamilyConfig, GanConfig, StackedConfig
+from genops.config.families import FAMILIES, AdversarialConfig, FamilyConfig, StackedConfig
 from genops.config.sections import (
     DataConfig,
     EvaluateConfig,
@@ -29,7 +29,7 @@ from genops.config.sections import (
     VersioningConfig,
 )
 
-DEFAULT_FAMILIES = ["autoencoder", "vae", "gan", "wgan-gp", "diffusion", "pixelcnn", "vqvae"]
+DEFAULT_FAMILIES = ["autoencoder", "vae", "gan", "wgan-gp", "stylegan", "diffusion", "pixelcnn", "vqvae"]
 
 # `genops pipeline --smoke`: these overrides, applied in a scratch workspace, shrink every size.
 SMOKE = {
@@ -45,8 +45,10 @@ SMOKE = {
     "latent-diffusion.eval_ddpm": False, "pixelcnn.hidden": 8, "pixelcnn.layers": 2,
     "pixelcnn.evaluate.n_samples": 32, "pixelcnn.evaluate.speed_samples": 8, "vqvae.widths": [16, 32],
     "vqvae.prior_hidden": 16, "vqvae.prior_layers": 2, "wgan-gp.monitor_every": 20, "validation.min_rows": 50,
+    "stylegan.monitor_every": 20, "stylegan.widths": [8, 16], "stylegan.mapping_layers": 2, "stylegan.ppl_samples": 32,
     "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
     "diffusion-distilled.evaluate": {"n_samples": 64, "variant_samples": 32},
+    "cyclegan.width": 8, "cyclegan.res_blocks": 1, "cyclegan.d_widths": [8, 16], "cyclegan.bank_size": 64,
     "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
     "versioning.commit": False,
 }
@@ -65,6 +67,9 @@ GPU_PROFILE = {
     "autoencoder.widths": [64, 128, 256], "vae.widths": [64, 128, 256],
     "gan.widths": [64, 128, 256], "gan.monitor_every": 1000, "gan.monitor_samples": 1024,
     "wgan-gp.widths": [64, 128, 256], "wgan-gp.monitor_every": 2500, "wgan-gp.monitor_samples": 1024,
+    "stylegan.widths": [64, 128, 256], "stylegan.w_dim": 256, "stylegan.latent_dim": 256,
+    "stylegan.mapping_layers": 8, "stylegan.monitor_every": 1000, "stylegan.monitor_samples": 1024,
+    "stylegan.ppl_samples": 5000,
     "diffusion.widths": [64, 128, 256], "diffusion.blocks_per_level": 2, "diffusion.dropout": 0.1,
     "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
     "diffusion.eval_steps": [10, 25, 50, 100, 250], "diffusion-distilled.evaluate": {},
@@ -72,6 +77,8 @@ GPU_PROFILE = {
     "pixelcnn.hidden": 128, "pixelcnn.layers": 12,
     "pixelcnn.evaluate": {"n_samples": 2000, "speed_samples": 512},
     "vqvae.widths": [64, 128], "vqvae.prior_hidden": 128, "vqvae.prior_layers": 12, "vqvae.codebook_size": 256,
+    "cyclegan.width": 64, "cyclegan.res_blocks": 6, "cyclegan.d_widths": [64, 128, 256],
+    "cyclegan.monitor_every": 1000, "cyclegan.monitor_samples": 1024,
 }
 
 
@@ -132,7 +139,7 @@ class ParamsHead(Section):
         train = self.train
         for name in self.all_families():
             cfg = getattr(self, attribute(name), None)
-            if isinstance(cfg, GanConfig) and cfg.monitor_every and cfg.monitor_every % train.log_every:
+            if isinstance(cfg, AdversarialConfig) and cfg.monitor_every and cfg.monitor_every % train.log_every:
                 problems.append(f"{name}.monitor_every ({cfg.monitor_every}) must be a multiple of train.log_every "
                                 f"({train.log_every})")
         if problems:

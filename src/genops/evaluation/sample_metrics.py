@@ -46,6 +46,16 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50, kid_s
     return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
 
 
+def fid(real: torch.Tensor, other: torch.Tensor) -> float:
+    """FID alone between two feature sets (N x D), as `fid_kid` computes it."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=Identity(real.shape[1]), normalize=True)
+    metric.update(real.double(), real=True)
+    metric.update(other.double(), real=False)
+    return float(metric.compute())
+
+
 def _kth_nn_radius(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each row to its k-th nearest other row."""
     d = torch.cdist(x, x)

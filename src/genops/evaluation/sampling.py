@@ -86,6 +86,7 @@ class SampleScorer:
             rate = n / (time.perf_counter() - t0)
             quality = self(images)
             out.update({f"{name}_fid": quality["fid"], f"{name}_recall": quality["recall"],
+                        f"{name}_precision": quality["precision"],
                         f"{name}_images_per_s": rate, f"{name}_samples": float(n)})
             log.info("evaluate %s variant %s: FID %.2f at %.1f images/s", family.name, name, quality["fid"], rate)
         return out

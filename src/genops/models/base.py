@@ -60,9 +60,22 @@ class FamilyInfo:
     loop_outside_graph: bool = False
 
 
+@dataclass
+class EvaluatorView:
+    """The evaluation's fixed classifier as plain functions, so a family can measure its own claims in the same
+    feature space as the common sample metrics (perceptual path length, content kept by a translation) without
+    the models layer knowing where the evaluator comes from."""
+
+    features: Callable[[torch.Tensor], torch.Tensor]  # images in [0, 1] -> N x F penultimate features
+    classify: Callable[[torch.Tensor], torch.Tensor] | None  # images -> N x K class probabilities; None unlabeled
+    # FID between two feature sets (real N x F, other M x F), computed as the common sample metrics compute it
+    frechet: Callable[[torch.Tensor, torch.Tensor], float] | None = None
+
+
 # Every sampling option a family may list in `sample_options`, with its type: the CLI flags, the registered
 # generator's request columns and their validation all read it, so an option is declared once.
-SAMPLE_OPTION_TYPES: dict[str, type] = {"steps": int, "method": str, "eta": float, "guidance": float}
+SAMPLE_OPTION_TYPES: dict[str, type] = {"steps": int, "method": str, "eta": float, "guidance": float,
+                                         "truncation": float}
 
 
 class Family(ABC):
@@ -124,6 +137,12 @@ class Family(ABC):
     def on_train_end(self, train: ImageSet, batch_size: int) -> None:
         """Post-training fits that are part of the model (e.g. the autoencoder's latent Gaussian)."""
 
+    def attach_data(self, role: str, train: ImageSet, test: ImageSet) -> None:
+        """Receives an extra data source the family's config names (`FamilyConfig.data_sources`, e.g. CycleGAN's
+        domain B) as seeded train/test splits in the main data's shape; the stages call it before training and
+        before evaluation. A family that asks for no extra data refuses any."""
+        raise GenopsError(f"{self.name} takes no extra data source {role!r}")
+
     # --- sampling ---------------------------------------------------------------------------
     @abstractmethod
     def sampling_nets(self) -> dict[str, Net]:
@@ -157,8 +176,10 @@ class Family(ABC):
     def export_specs(self) -> list[ExportSpec]:
         """Graphs to export to ONNX; the first is the sampler registered as the model."""
 
-    def evaluate(self, test: ImageSet, cfg: dict, generator: torch.Generator) -> dict[str, float]:
-        """Family-specific metrics on the test split (reconstruction, likelihood, ...)."""
+    def evaluate(self, test: ImageSet, cfg: dict, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
+        """Family-specific metrics on the test split (reconstruction, likelihood, ...); `evaluator` gives the
+        common feature space to families whose claims are measured in it (None: skip those metrics)."""
         return {}
 
     def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor | None:
@@ -171,10 +192,21 @@ class Family(ABC):
         keeping the rest: inpainting. None for families that cannot condition on part of an image."""
         return None
 
+    def translate(self, images: torch.Tensor, direction: str,
+                  nets: Mapping[str, Net] | None = None) -> torch.Tensor | None:
+        """Images in [0, 1] (N x C x H x W) of one domain mapped to the other (`direction` "a2b" or "b2a"; A is the
+        training data). None for families that do not translate (`genops sample --input` refuses them)."""
+        return None
+
     def traverse(self, x: Batch, steps: int) -> torch.Tensor | None:
         """A latent traversal of the first image of x: one row per latent direction, `steps` values along it
         (rows * steps) x C x H x W; None for families without a latent space worth walking."""
         return None
+
+    def figures(self, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
+        """Pictures of what the family's own claims are about (a style-mixing grid, ...): name -> (images in [0, 1],
+        images per row). The evaluate stage saves each as reports/FAMILY/eval/NAME.png and logs it."""
+        return {}
 
     # --- helpers shared by all ----------------------------------------------------------------
     @property

@@ -85,6 +85,13 @@ class Generator:
                               "the pixel diffusion family can")
         return out
 
+    def translate(self, images: torch.Tensor, direction: str) -> torch.Tensor:
+        """Images in [0, 1] (N x C x H x W, the model's shape) mapped to the other domain (families that can)."""
+        out = self.family.translate(images, direction, nets=self.nets)
+        if out is None:
+            raise GenopsError(f"{self.family.name} does not translate images (--input); cyclegan does")
+        return out
+
     def parse(self, row: dict) -> dict:
         """One request row -> keyword arguments of `images`; unknown columns and wrong types are errors."""
         unknown = sorted(k for k, v in row.items() if k not in self.columns and not _absent(v))

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from genops.config import Params
+from genops.data.domains import attach_domains
 from genops.data.tensors import load_split
 from genops.storage.atomic import write_json_atomic
-from genops.storage.bundle import load_bundle
+from genops.storage.bundle import load_bundle, read_meta
 from genops.storage.paths import ProjectPaths
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, float]:
     import mlflow
 
-    from genops.evaluation.features import load_evaluator
+    from genops.evaluation.features import evaluator_view, load_evaluator
     from genops.evaluation.history import read_history
     from genops.evaluation.inpainting import inpainting_metrics
     from genops.evaluation.memorisation import closest_pairs, copy_fraction
@@ -37,12 +38,15 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
     seed_everything(seed, params.train.num_threads)
     device = select_device(params.train.device)
     family = load_bundle(paths.checkpoint(family_name), device)
+    # Extra data sources the family trained with (CycleGAN's domain B): the same splits, checked by content hash.
+    attach_domains(family, params.family(family_name).data_sources(), root, params.seed, params.data.test_fraction,
+                   expected=read_meta(paths.checkpoint(family_name)).get("domains", {}))
     test = load_split(paths.prepared, "test", params.data.in_memory_max_mb)
     train_info = json.loads((paths.checkpoint(family_name) / "train.json").read_text())
 
     log.info("evaluate %s on %d test images", family_name, len(test))
-    metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed)))
     net, emeta = load_evaluator(paths)
+    metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed), evaluator_view(net, emeta)))
     # As many samples as real images in the floor (same FID bias), unless the family's budget is lower.
     n_eval = min(int(emeta["n_eval"]), cfg.n_samples)
     if n_eval < int(emeta["n_eval"]):
@@ -97,6 +101,8 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
     if inpainting is not None:  # rows: masked input, completion, original
         figures.append(save_grid(inpainting[1], report / "inpainting.png", nrow=len(inpainting[1]) // 3))
+    for name, (images, nrow) in family.figures(torch.Generator().manual_seed(seed)).items():
+        figures.append(save_grid(images, report / f"{name}.png", nrow=nrow))
     walk = family.traverse(a.batch(torch.arange(0, len(a), device=device)), steps=10)
     if walk is not None:
         figures.append(save_grid(walk, report / "traversal.png", nrow=10))

@@ -79,6 +79,8 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
                "data_source": spec_data["source"], "params_hash": meta.get("fingerprint", ""), "run_id": run_id}
     # A stacked family (latent diffusion) records the registered base model version it was trained on.
     lineage.update({f"base.{k}": v for k, v in (meta.get("base") or {}).items()})
+    # A family trained on extra data sources (CycleGAN's domain B) records each one's source and content hash.
+    lineage.update({f"data.{role}.{k}": v for role, d in (meta.get("domains") or {}).items() for k, v in d.items()})
     # The DVC hashes of this version's checkpoint and graphs (dvc.lock has them once those stages are recorded).
     hashes = out_hashes(root)
     lineage.update({k: hashes[p] for k, p in (("dvc.checkpoint", f"checkpoints/{family_name}"),

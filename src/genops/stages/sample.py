@@ -29,10 +29,12 @@ def save_images(images: torch.Tensor, out: Path) -> Path:
 def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str = "onnx",
                  model_uri: str | None = None, seed: int = 0, label: int | None = None,
                  options: dict | None = None, model_prefix: str = "genops-", inpaint: Path | None = None,
-                 mask: Path | None = None) -> dict:
+                 mask: Path | None = None, input_dir: Path | None = None, direction: str | None = None) -> dict:
     """`options` are sampler settings such as steps/method/eta/guidance, checked against the family's
     `sample_options` before anything is downloaded. With `inpaint` (an image file) the model completes that
-    image n times where `mask` is black (default: keeps the top half) instead of sampling."""
+    image n times where `mask` is black (default: keeps the top half) instead of sampling. With `input_dir` (a
+    folder of images) a translating family maps every readable image to the other domain (`direction` a2b or
+    b2a, default b2a: into the training data's domain) instead of sampling."""
     from genops.models.registry import family_class
     from genops.serving.generator import Generator
     from genops.tracking.registry import champion_uri, fetch_model
@@ -46,12 +48,20 @@ def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str =
     if unsupported:
         raise GenopsError(f"{family_name} sampling takes no {', '.join('--' + o for o in unsupported)} "
                           f"(its options: {', '.join('--' + o for o in allowed) or 'none'})")
+    if input_dir is not None and inpaint is not None:
+        raise GenopsError("--input and --inpaint are different requests: give one")
+    if direction is not None and input_dir is None:
+        raise GenopsError("--direction is for --input DIR")
+    if input_dir is not None and not Path(input_dir).is_dir():
+        raise GenopsError(f"--input {input_dir}: not a folder of images")
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_model(model_uri, root, Path(tmp))
         generator = Generator(folder, backend=backend)  # what the registered pyfunc model runs, too
         if generator.family.name != family_name:
             raise GenopsError(f"{model_uri} holds a {generator.family.name} model, not {family_name}")
-        if inpaint is None:
+        if input_dir is not None:
+            images, n = _translate_folder(generator, Path(input_dir), root, direction or "b2a")
+        elif inpaint is None:
             if mask is not None:
                 raise GenopsError("--mask is for --inpaint IMAGE")
             images = generator.images(n, seed, label, **options)
@@ -65,4 +75,21 @@ def sample_stage(family_name: str, n: int, out: Path, root: Path, backend: str =
     path = save_images(images, out)
     log.info("sample %s: %d images via %s -> %s", family_name, n, backend, path)
     return {"family": family_name, "n": n, "backend": backend, "model_uri": model_uri, "out": str(path),
-            **options}
+            **options, **({"input": str(input_dir), "direction": direction or "b2a"} if input_dir else {})}
+
+
+def _translate_folder(generator, folder: Path, root: Path, direction: str) -> tuple[torch.Tensor, int]:
+    """Every readable image of `folder` (converted to the model's size and channels, each repair and skipped file
+    named in the log) translated in `direction`; refused for families that do not translate, before reading."""
+    from genops.data.domains import convert_to_spec
+    from genops.data.sources import load_source
+
+    family = generator.family
+    if family.translate(torch.zeros(0, *family.spec.shape), direction) is None:
+        raise GenopsError(f"{family.name} does not translate images, so it takes no --input; cyclegan does")
+    images, _, kept = convert_to_spec(load_source(str(folder.resolve()), root), family.spec, f"--input {folder}")
+    if not len(images):
+        raise GenopsError(f"--input {folder}: none of its images could be read")
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255
+    log.info("sample %s: translating %d images of %s (%s)", family.name, len(x), folder, direction)
+    return generator.translate(x, direction), len(kept)

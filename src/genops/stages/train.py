@@ -42,6 +42,7 @@ def train_stage(family_name: str, params: Params, root: Path) -> TrainStageResul
 def _train(family_name: str, params: Params, root: Path, shard, device) -> TrainStageResult:
     import mlflow
 
+    from genops.data.domains import attach_domains
     from genops.evaluation.history import read_history, write_history
     from genops.models.registry import instantiate
     from genops.tracking.store import context_tags, flatten, git_commit, setup_mlflow
@@ -64,9 +65,12 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                                       params.tracking.model_prefix)
         seed_everything(params.seed, tcfg.num_threads)  # the family's init must not depend on loading the base
     family = instantiate(family_name, cfg, spec, base)
-    fingerprint = training_fingerprint(family_name, cfg, tcfg, params.seed, spec_data["data_hash"], lineage)
+    # Extra data sources the family's config names (CycleGAN's domain B), in the main data's shape.
+    domains = attach_domains(family, cfg.data_sources(), root, params.seed, params.data.test_fraction)
+    fingerprint = training_fingerprint(family_name, cfg, tcfg, params.seed, spec_data["data_hash"], lineage,
+                                       domains={role: d["hash"] for role, d in domains.items()})
     extra = {"fingerprint": fingerprint, "data_hash": spec_data["data_hash"], "seed": params.seed,
-             **({"base": lineage} if lineage else {})}
+             **({"base": lineage} if lineage else {}), **({"domains": domains} if domains else {})}
     done = None if launched_by_torchrun() else _up_to_date(paths, family_name, family_meta(family, extra))
     if done is not None:
         if not (paths.report(family_name) / "train" / LOSSES_CSV).is_file():  # `dvc repro` clears outputs
@@ -101,7 +105,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                          "genops.data_hash": spec_data["data_hash"], "genops.params_hash": fingerprint,
                          "genops.device": str(device), "genops.train.processes": str(shard.world),
                          **context_tags(),
-                         **{f"genops.base.{k}": v for k, v in (lineage or {}).items()}})
+                         **{f"genops.base.{k}": v for k, v in (lineage or {}).items()},
+                         **{f"genops.data.{role}.{k}": v for role, d in domains.items() for k, v in d.items()}})
         mlflow.log_params(flatten({"family": cfg.model_dump(mode="json", by_alias=True),
                                    "train": tcfg.model_dump(mode="json"), "seed": params.seed,
                                    "data": params.data.model_dump(mode="json"),

@@ -40,10 +40,13 @@ CONFIG_PACKAGE = "genops.config"
 
 
 def training_fingerprint(family: str, cfg: FamilyConfig, train: TrainConfig, seed: int, data_hash: str,
-                         base: dict | None = None, src_root: Path | None = None) -> str:
+                         base: dict | None = None, src_root: Path | None = None,
+                         domains: dict[str, str] | None = None) -> str:
+    """`domains`: role -> content hash of the extra data sources the family trains on (CycleGAN's domain B)."""
     return params_hash({"family": family, "cfg": cfg.training_fields(), "train": train.training_fields(),
                         "seed": seed, "data": data_hash, "code": code_digest(family, src_root),
-                        **({"base": [base["model"], base["version"], base["fingerprint"]]} if base else {})})
+                        **({"base": [base["model"], base["version"], base["fingerprint"]]} if base else {}),
+                        **({"domains": dict(sorted(domains.items()))} if domains else {})})
 
 
 def code_digest(family: str, src_root: Path | None = None) -> str:

@@ -19,7 +19,7 @@ from genops.config.families import AutoencoderConfig
 from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.networks.conv import ConvDecoder, ConvEncoder
 from genops.models.networks.graphs import LatentGaussianSampler
 
@@ -93,7 +93,8 @@ class Autoencoder(Family):
                 ExportSpec("encoder", self.encoder, (torch.rand(2, *self.spec.shape),), ["image"], ["z"])]
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         mse, count = 0.0, 0
         for batch in test.to(self.device).batches(cfg.batch_size):
             mse += (self.reconstruct(batch.x) - batch.x).pow(2).flatten(1).mean(1).sum().item()

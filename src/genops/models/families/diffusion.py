@@ -42,7 +42,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.diffusion.ema import ema_avg_fn
 from genops.models.diffusion.samplers import SAMPLERS, respaced_timesteps, run_chain, run_inpaint_chain
 from genops.models.diffusion.schedules import NoiseSchedule
@@ -256,7 +256,8 @@ class Diffusion(Family):
         return [ExportSpec("denoiser", self.ema.module, (x_t, t), ["x_t", "t"], ["prediction"])]
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """The variational bound -log p(x) <= L_T + sum L_t + L_0 in bits/dim on `nll_subset` test images
         (pixels as 256 discrete values), with the sum over t estimated from `vlb_timesteps` strata."""
         own = self.cfg

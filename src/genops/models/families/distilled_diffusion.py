@@ -28,7 +28,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.diffusion.schedules import expand
 from genops.models.families.diffusion import Diffusion
 from genops.models.sharding import BatchNoise
@@ -184,6 +184,7 @@ class DistilledDiffusion(Diffusion):
             out[f"teacher_ddim{s}"] = {"steps": s, "method": "ddim", "teacher": True}
         return out
 
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """No likelihood: the student is distilled for its sampler (see `info.limits`)."""
         return {"student_steps": float(self.cfg.sample_steps), "rounds": float(self.cfg.rounds)}

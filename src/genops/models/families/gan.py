@@ -57,7 +57,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def _grad_norm(module: nn.Module) -> torch.Tensor | float:
+def grad_norm(module: nn.Module) -> torch.Tensor | float:
     """The gradients' total 2-norm, left on the device (the training loop reads it at logging intervals)."""
     norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
     return torch.stack(norms).norm().detach() if norms else 0.0
@@ -118,7 +118,7 @@ class GAN(Family):
             gp = gradient_penalty(self.D, batch.x, fake, y, ctx.noise)
             loss = loss + self.gp_weight * gp
         ctx.backward("d", loss)
-        grad = _grad_norm(self.D)
+        grad = grad_norm(self.D)
         ctx.optimizers["d"].step()
         squash = (lambda s: s) if self.objective == "wgan-gp" else torch.sigmoid
         return {"loss_d": loss.detach(), "d_real": squash(real_score).mean().detach(),
@@ -131,7 +131,7 @@ class GAN(Family):
             with ctx.autocast():
                 loss = g_loss(self.objective, self.D(self.G(self._noise(n, ctx.noise), y), y).float())
             ctx.backward("g", loss)
-            grad = _grad_norm(self.G)
+            grad = grad_norm(self.G)
             ctx.optimizers["g"].step()
         finally:
             self.D.requires_grad_(True)

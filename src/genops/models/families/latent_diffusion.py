@@ -25,7 +25,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net
 from genops.models.families.diffusion import Diffusion
 from genops.models.families.vae import VAE
 from genops.models.likelihoods import reparameterize
@@ -121,7 +121,8 @@ class LatentDiffusion(Diffusion):
         return sum(p.numel() for p in self.net.parameters())
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """Latent L_simple on test images (the training objective on held-out data) and the VAE's
         reconstruction error, the ceiling on sample sharpness."""
         subset = test.head(cfg.nll_subset)

@@ -36,7 +36,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.autoregressive import sample_autoregressive
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.likelihoods import nats_to_bits_per_dim
 from genops.models.networks.pixelcnn import LEVELS, GatedPixelCNN
 
@@ -107,7 +107,8 @@ class PixelCNN(Family):
         return [ExportSpec("pixelcnn", self.net, (image,), ["image"], ["logits"], {"image": {2: "rows"}})]
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """Exact test NLL (nats per image, bits/dim) on the first `nll_subset` test images."""
         subset = test.head(cfg.nll_subset)
         total, count = 0.0, 0

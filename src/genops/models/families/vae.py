@@ -29,7 +29,7 @@ from genops.config.families import VAEConfig
 from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.likelihoods import (
     discretized_logistic_log_prob,
     gaussian_kl,
@@ -151,7 +151,8 @@ class VAE(Family):
                 ExportSpec("encoder", MeanEncoder(self.encoder), (image,), ["image"], ["mu", "logvar"])]
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """Reconstruction MSE, ELBO, the K-sample importance-weighted NLL bound, and the latent diagnostics on the
         test split: rate (KL to N(0, I)) and distortion (-log p(x|z)) for the rate-distortion plane (Alemi et al.
         2018), KL per dimension, and active units (Burda et al. 2016) - a collapsed dimension has KL ~ 0 and

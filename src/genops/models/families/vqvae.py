@@ -36,7 +36,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.autoregressive import sample_autoregressive
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.networks.vq import (
     CodeDecoder,
     CodePrior,
@@ -172,7 +172,8 @@ class VQVAE(Family):
         return [ExportSpec("prior", self.prior, (codes,), ["codes"], ["logits"], {"codes": {1: "rows"}}), decoder]
 
     @torch.no_grad()
-    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator) -> dict[str, float]:
+    def evaluate(self, test: ImageSet, cfg: EvaluateConfig, generator: torch.Generator,
+                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
         """Reconstruction MSE, the prior's NLL over test codes, and codebook usage on test codes."""
         mse, nll, count = 0.0, 0.0, 0
         usage = torch.zeros(self.num_codes, dtype=torch.long)
