@@ -149,15 +149,28 @@ def test_dvc_repro_on_a_fresh_clone_then_flow_skips_everything(tmp_path):
 
 
 def test_smoke_gans_run_in_a_scratch_workspace_and_leave_the_registry_alone(tmp_path):
-    root = make_project(tmp_path / "proj", {"families": ["vae", "gan", "wgan-gp"]})
+    root = make_project(tmp_path / "proj", {"families": ["vae", "gan", "wgan-gp", "stylegan"]})
     env = env_for(root, tmp_path)
-    run(["genops", "pipeline", "--smoke", "--families", "gan,wgan-gp", "--set", "train.steps=8"], root, env)
+    run(["genops", "pipeline", "--smoke", "--families", "gan,wgan-gp,stylegan", "--set", "train.steps=8"], root, env)
     smoke = root / ".genops" / "smoke"
-    for fam in ("gan", "wgan-gp"):
+    for fam in ("gan", "wgan-gp", "stylegan"):
         assert json.loads((smoke / "reports" / "registry" / f"{fam}.json").read_text())["version"] == 1
         metrics = json.loads((smoke / "metrics" / f"{fam}.json").read_text())
         assert np.isfinite(metrics["fid"]) and "loss_cv_last_half" in metrics
     assert "| gan |" in (smoke / "reports" / "comparison" / "comparison.md").read_text()
+    # StyleGAN's own claim and pictures: path length in z and in w, truncation variants, the style-mixing grid.
+    style = json.loads((smoke / "metrics" / "stylegan.json").read_text())
+    assert style["ppl_z"] > 0 and style["ppl_w"] > 0 and style["ppl_w_over_z"] > 0
+    assert {"psi050_fid", "psi050_precision", "psi070_recall"} <= set(style)
+    assert (smoke / "reports" / "stylegan" / "eval" / "style_mixing.png").is_file()
+    # The registered generator samples with a truncation psi, through ONNX Runtime.
+    smoke_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{smoke / 'mlflow.db'}"}
+    out = tmp_path / "style.npz"
+    run(["genops", "sample", "stylegan", "--n", "3", "--truncation", "0.5", "--out", str(out)], smoke, smoke_env)
+    assert np.load(out)["images"].shape == (3, 28, 28)
+    refused = run(["genops", "sample", "gan", "--n", "3", "--truncation", "0.5", "--out", str(out)], smoke,
+                  smoke_env, check=False)
+    assert refused.returncode != 0 and "takes no --truncation" in refused.stderr
     assert not (root / "checkpoints").exists()
     assert not (tmp_path / "mlflow.db").exists() or not _client(tmp_path).search_registered_models()
 
@@ -195,6 +208,37 @@ def test_autoregressive_families_run_on_their_own_sampling_budget_and_serve_from
     out = tmp_path / "vq.npz"
     run(["genops", "sample", "vqvae", "--n", "3", "--out", str(out)], root, env)
     assert np.load(out)["images"].shape == (3, 28, 28)
+
+
+def test_cyclegan_registers_with_both_datasets_and_translates_a_folder(tmp_path):
+    """Domain B (sklearn digits, upscaled) reaches training, the lineage tags and the ONNX bank; `--input`
+    translates a folder through the registered graphs, naming the file it could not read."""
+    from PIL import Image
+
+    root = make_project(tmp_path / "proj", {"families": ["cyclegan"], "cyclegan.width": 4, "cyclegan.res_blocks": 1,
+                                            "cyclegan.d_widths": [4, 8], "cyclegan.bank_size": 16,
+                                            "cyclegan.monitor_every": 6, "cyclegan.monitor_samples": 32})
+    env = env_for(root, tmp_path)
+    summary = json.loads(run(["genops", "pipeline"], root, env).stdout)
+    assert not summary["failed"]
+    metrics = json.loads((root / "metrics" / "cyclegan.json").read_text())
+    for key in ("fid", "translation_fid_b2a", "translation_fid_a2b", "cycle_l1", "content_kept_b2a",
+                "content_untranslated_b"):
+        assert np.isfinite(metrics[key]), key
+    assert (root / "reports" / "cyclegan" / "eval" / "translation.png").is_file()
+    version = _client(tmp_path).get_model_version("genops-cyclegan", "1")
+    assert version.tags["genops.data.domain_b.source"] == "digits" and version.tags["genops.data.domain_b.hash"]
+    folder = tmp_path / "to-translate"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 60 * i, np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "translated.npz"
+    proc = run(["genops", "sample", "cyclegan", "--input", str(folder), "--out", str(out)], root, env)
+    assert "broken.png" in proc.stderr and "resized 8x8 -> 28x28" in proc.stderr
+    assert np.load(out)["images"].shape == (3, 28, 28)
+    refused = run(["genops", "sample", "cyclegan", "--n", "2", "--direction", "a2b"], root, env, check=False)
+    assert refused.returncode != 0 and "--direction is for --input" in refused.stderr
 
 
 def test_latent_diffusion_trains_on_the_registered_vae_and_records_its_version(tmp_path):

@@ -11,6 +11,7 @@ from genops.errors import ExportParityError
 from genops.models.registry import build_family
 from genops.serving.onnx_export import check_parity, export_graph
 from genops.serving.onnx_runtime import OrtNet, load_nets, make_session
+from tests.models.extra_data import attach_synthetic_data
 
 
 def _tiny(name: str, **cfg) -> dict:
@@ -25,7 +26,7 @@ def test_graphs_and_whole_sampler_match_torch(tmp_path, name, conditional):
     spec = DataSpec(12, 12, 3, 4)
     base_name = FAMILIES[name].base  # a stacked family (latent diffusion) is built on its base family's model
     base = build_family(base_name, spec, _tiny(base_name)) if base_name else None
-    family = build_family(name, spec, _tiny(name, conditional=conditional), base=base)
+    family = attach_synthetic_data(build_family(name, spec, _tiny(name, conditional=conditional), base=base))
     family.train_mode(False)
     for graph in family.export_specs():
         path = tmp_path / f"{graph.name}.onnx"

@@ -68,7 +68,9 @@ def test_editing_a_network_retrains_exactly_the_families_that_build_it(src_copy)
     assert _changed_by(src_copy, "models/networks/conv.py", "        h = self.features(x).flatten(1)",
                        "        h = self.features(x).flatten(1) * 1.0") == {"autoencoder", "vae", "latent-diffusion"}
     assert _changed_by(src_copy, "models/networks/dcgan.py", "        h = self.body(x * 2 - 1)",
-                       "        h = self.body(x * 2.0 - 1)") == {"gan", "wgan-gp"}
+                       "        h = self.body(x * 2.0 - 1)") == {"gan", "wgan-gp", "stylegan"}  # StyleGAN's D
+    assert _changed_by(src_copy, "models/networks/cyclegan.py", "        return x + self.body(x)",
+                       "        return x + self.body(x) * 1.0") == {"cyclegan"}
     assert _changed_by(src_copy, "models/networks/pixelcnn.py", "        v = h\n",
                        "        v = h * 1.0\n") == {"pixelcnn", "vqvae"}
     assert _changed_by(src_copy, "training/loop.py", "    schedule = BatchSchedule(",

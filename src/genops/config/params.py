@@ -49,6 +49,7 @@ SMOKE = {
     "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
     "diffusion-distilled.evaluate": {"n_samples": 64, "variant_samples": 32},
     "cyclegan.width": 8, "cyclegan.res_blocks": 1, "cyclegan.d_widths": [8, 16], "cyclegan.bank_size": 64,
+    "cyclegan.monitor_every": 20,
     "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
     "versioning.commit": False,
 }

@@ -85,16 +85,11 @@ class CycleGAN(Family):
         if role != ROLE:
             raise GenopsError(f"{self.name} takes only {ROLE!r} as extra data, not {role!r}")
         self.domain_b = (train, test)
+        self._fill_bank(test)
 
-    def _domain(self) -> tuple[ImageSet, ImageSet]:
-        if self.domain_b is None:
-            raise GenopsError(f"{self.name} needs its domain B images ({self.name}.{ROLE}): the train and evaluate "
-                              "stages load them; in code, call attach_data('domain_b', train, test) first")
-        return self.domain_b
-
-    def on_train_start(self, train: ImageSet, batch_size: int) -> None:
-        """Fill the bank with held-out B images (a seeded draw; cycled when B holds fewer than bank_size)."""
-        held_out = self._domain()[1]
+    def _fill_bank(self, held_out: ImageSet) -> None:
+        """The bank: a seeded draw of held-out B images, cycled when B holds fewer than bank_size. The same data
+        gives the same bank, so re-attaching at evaluation (hash-checked) changes nothing."""
         n = len(self.bank)
         if len(held_out) < n:
             log.warning("%s: %d held-out %s images for a bank of %d: each is used about %d times", self.name,
@@ -102,6 +97,12 @@ class CycleGAN(Family):
         order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0))
         index = order[torch.arange(n) % len(held_out)]
         self.bank.images.copy_(held_out.images[index].to(self.bank.images.device))
+
+    def _domain(self) -> tuple[ImageSet, ImageSet]:
+        if self.domain_b is None:
+            raise GenopsError(f"{self.name} needs its domain B images ({self.name}.{ROLE}): the train and evaluate "
+                              "stages load them; in code, call attach_data('domain_b', train, test) first")
+        return self.domain_b
 
     # --- training --------------------------------------------------------------------------------
     def monitor_settings(self) -> MonitorSettings | None:
