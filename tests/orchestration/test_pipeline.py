@@ -215,9 +215,7 @@ def test_cyclegan_registers_with_both_datasets_and_translates_a_folder(tmp_path)
     translates a folder through the registered graphs, naming the file it could not read."""
     from PIL import Image
 
-    root = make_project(tmp_path / "proj", {"families": ["cyclegan"], "cyclegan.width": 4, "cyclegan.res_blocks": 1,
-                                            "cyclegan.d_widths": [4, 8], "cyclegan.bank_size": 16,
-                                            "cyclegan.monitor_every": 6, "cyclegan.monitor_samples": 32})
+    root = make_project(tmp_path / "proj", {"families": ["cyclegan"]})
     env = env_for(root, tmp_path)
     summary = json.loads(run(["genops", "pipeline"], root, env).stdout)
     assert not summary["failed"]
