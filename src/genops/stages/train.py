@@ -94,7 +94,7 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
              f" (rank {shard.rank} of {shard.world})" if shard.active else "")
     if not shard.is_main:  # the other ranks compute and reduce; rank 0 alone tracks and writes
         result = train(family, data, loop, paths.work(family_name), fingerprint, device, shard=shard)
-        return TrainStageResult(family_name, "", result.steps, result.history[-1].get("loss", float("nan")),
+        return TrainStageResult(family_name, "", result.steps, _final_loss(result.history, family.monitor_loss),
                                 result.images_per_s, result.wall_s, result.resumed_from)
 
     setup_mlflow(root, params.tracking.experiment)
@@ -149,8 +149,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
                                                    "warnings": monitor.warnings if monitor else []})
         curve = _write_train_report(paths, family_name, result.history, family.monitor_loss)
         mlflow.log_artifact(str(curve), artifact_path="plots")
-    final = result.history[-1].get("loss", float("nan")) if result.history else float("nan")
-    return TrainStageResult(family_name, run.info.run_id, result.steps, final, result.images_per_s,
+    return TrainStageResult(family_name, run.info.run_id, result.steps,
+                            _final_loss(result.history, family.monitor_loss), result.images_per_s,
                             result.wall_s, result.resumed_from)
 
 
@@ -271,9 +271,15 @@ def _run_ranks(family_name: str, params: Params, paths: ProjectPaths) -> TrainSt
     if not (folder / "train.json").is_file():
         raise GenopsError(f"train {family_name}: torchrun finished but rank 0 wrote no {folder / 'train.json'}")
     from genops.evaluation.history import read_history
+    from genops.models.registry import family_class
 
     history = read_history(folder / "history.csv")
-    return _stored_result(folder, family_name, history[-1].get("loss", float("nan")) if history else float("nan"))
+    return _stored_result(folder, family_name, _final_loss(history, family_class(family_name).monitor_loss))
+
+
+def _final_loss(history: list[dict], key: str) -> float:
+    """The last logged value of the family's own loss (`Family.monitor_loss`: a GAN's is loss_d, not "loss")."""
+    return float(history[-1].get(key, float("nan"))) if history else float("nan")
 
 
 def _stored_result(folder: Path, family_name: str, final_loss: float) -> TrainStageResult:
