@@ -43,23 +43,3 @@ def features_and_probs(net: EvaluatorNet, images: torch.Tensor, labeled: bool):
     feats = batched(FeatureExtractor(net), images)
     probs = torch.softmax(net.classifier(feats), dim=1) if labeled else None
     return feats, probs
-
-
-def evaluator_view(net: EvaluatorNet, meta: dict):
-    """The evaluator as the plain functions a family's own metrics take (models.base.EvaluatorView). Features are
-    computed with gradients off, in the caller's batches; classify is None for random-feature evaluators."""
-    from genops.models.base import EvaluatorView
-
-    labeled = meta["kind"] == "classifier"
-
-    @torch.no_grad()
-    def features(x: torch.Tensor) -> torch.Tensor:
-        return net.features(x.float().to(next(net.parameters()).device))
-
-    @torch.no_grad()
-    def classify(x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(net(x.float().to(next(net.parameters()).device)), dim=1)
-
-    from genops.evaluation.sample_metrics import fid
-
-    return EvaluatorView(features, classify if labeled else None, fid)

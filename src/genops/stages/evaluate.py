@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, float]:
     import mlflow
 
-    from genops.evaluation.features import evaluator_view, load_evaluator
+    from genops.evaluation.evaluator_view import evaluator_view
+    from genops.evaluation.features import load_evaluator
     from genops.evaluation.history import read_history
     from genops.evaluation.inpainting import inpainting_metrics
     from genops.evaluation.memorisation import closest_pairs, copy_fraction
