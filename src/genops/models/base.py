@@ -69,7 +69,7 @@ class EvaluatorView:
     features: Callable[[torch.Tensor], torch.Tensor]  # images in [0, 1] -> N x F penultimate features
     classify: Callable[[torch.Tensor], torch.Tensor] | None  # images -> N x K class probabilities; None unlabeled
     # FID between two feature sets (real N x F, other M x F), computed as the common sample metrics compute it
-    frechet: Callable[[torch.Tensor, torch.Tensor], float] | None = None
+    frechet: Callable[[torch.Tensor, torch.Tensor], float]
 
 
 # Every sampling option a family may list in `sample_options`, with its type: the CLI flags, the registered
