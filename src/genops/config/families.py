@@ -59,6 +59,13 @@ class AdversarialConfig(FamilyConfig):
     monitor_samples: int = field(256, "samples per check", ge=2)
     collapse_min_recall: float = field(0.05, "recall below this logs a mode-collapse warning", ge=0, le=1)
     collapse_min_modes: int = field(5, "fewer modes covered than this logs a mode-collapse warning", ge=0)
+    lr_g: float | None = field(0.0002, "generator learning rate (TTUR); null = lr", gt=0)
+    lr_d: float | None = field(0.0002, "discriminator learning rate (TTUR); null = lr", gt=0)
+    betas: tuple[float, float] = field((0.5, 0.999), "Adam betas of both optimisers")
+
+    def learning_rates(self, lr: float) -> tuple[float, float]:
+        """(generator, discriminator) learning rates: lr_g and lr_d, each falling back to `lr` when null."""
+        return (self.lr_g if self.lr_g is not None else lr, self.lr_d if self.lr_d is not None else lr)
 
     def monitor(self) -> MonitorSettings | None:
         if self.monitor_every <= 0:
@@ -113,9 +120,6 @@ class GanConfig(AdversarialConfig):
     d_norm: Literal["batch", "layer", "none"] = field("batch", "discriminator normalisation: batch | layer | none")
     n_critic: int = field(1, "discriminator steps per generator step", ge=1)
     gp_weight: float = field(10.0, "gradient-penalty weight (wgan-gp)", ge=0)
-    lr_g: float | None = field(0.0002, "generator learning rate (TTUR); null = lr", gt=0)
-    lr_d: float | None = field(0.0002, "discriminator learning rate (TTUR); null = lr", gt=0)
-    betas: tuple[float, float] = field((0.5, 0.999), "Adam betas of both optimisers")
 
     @model_validator(mode="after")
     def _critic_norm(self) -> GanConfig:

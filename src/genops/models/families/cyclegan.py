@@ -29,6 +29,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.families.gan import grad_norm
 from genops.models.networks.cyclegan import ImageBank, ImageHistory, PatchDiscriminator, ResnetGenerator
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ class CycleGAN(Family):
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         betas = tuple(self.cfg.betas)
-        lr_g = self.cfg.lr_g if self.cfg.lr_g is not None else lr
-        lr_d = self.cfg.lr_d if self.cfg.lr_d is not None else lr
+        lr_g, lr_d = self.cfg.learning_rates(lr)
         generators = [*self.G_ab.parameters(), *self.G_ba.parameters()]
         return {"g": torch.optim.Adam(generators, lr=lr_g, betas=betas),
                 "d_a": torch.optim.Adam(self.D_a.parameters(), lr=lr_d, betas=betas),
@@ -139,8 +139,7 @@ class CycleGAN(Family):
                 idt = F.l1_loss(self.G_ba(a).float(), a) + F.l1_loss(self.G_ab(b).float(), b)
                 loss = adv + self.cfg.lambda_cycle * cyc + self.cfg.lambda_identity * idt
             ctx.backward("g", loss)
-            grad = torch.stack([p.grad.norm() for p in ctx.optimizers["g"].param_groups[0]["params"]
-                                if p.grad is not None]).norm().detach()
+            grad = grad_norm(self.G_ab, self.G_ba)
             ctx.optimizers["g"].step()
         finally:
             for d in (self.D_a, self.D_b):
@@ -225,10 +224,9 @@ class CycleGAN(Family):
                               for i in range(0, len(x), cfg.batch_size)])
 
         fa, fb, fa2b, fb2a = feats(a), feats(b), feats(a2b), feats(b2a)
-        if evaluator.frechet is not None:
-            out["translation_fid_b2a"] = evaluator.frechet(fa, fb2a)  # B -> A against held-out A
-            out["translation_fid_a2b"] = evaluator.frechet(fb, fa2b)  # A -> B against held-out B
-            out["untranslated_fid_b"] = evaluator.frechet(fa, fb)  # the gap translation has to close
+        out["translation_fid_b2a"] = evaluator.frechet(fa, fb2a)  # B -> A against held-out A
+        out["translation_fid_a2b"] = evaluator.frechet(fb, fa2b)  # A -> B against held-out B
+        out["untranslated_fid_b"] = evaluator.frechet(fa, fb)  # the gap translation has to close
         if evaluator.classify is not None:
             out.update(self._content(evaluator, a, test.labels, b, test_b.labels, a2b, b2a, cfg.batch_size))
         return out

@@ -57,9 +57,10 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def grad_norm(module: nn.Module) -> torch.Tensor | float:
-    """The gradients' total 2-norm, left on the device (the training loop reads it at logging intervals)."""
-    norms = [p.grad.norm() for p in module.parameters() if p.grad is not None]
+def grad_norm(*modules: nn.Module) -> torch.Tensor | float:
+    """The gradients' total 2-norm over the modules' parameters, left on the device (the training loop reads it at
+    logging intervals)."""
+    norms = [p.grad.norm() for m in modules for p in m.parameters() if p.grad is not None]
     return torch.stack(norms).norm().detach() if norms else 0.0
 
 
@@ -97,8 +98,7 @@ class GAN(Family):
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         betas = tuple(self.cfg.betas)
-        lr_g = self.cfg.lr_g if self.cfg.lr_g is not None else lr
-        lr_d = self.cfg.lr_d if self.cfg.lr_d is not None else lr
+        lr_g, lr_d = self.cfg.learning_rates(lr)
         return {"g": torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas),
                 "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
 

@@ -77,8 +77,7 @@ class StyleGAN(Family):
 
     def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         betas = tuple(self.cfg.betas)
-        lr_g = self.cfg.lr_g if self.cfg.lr_g is not None else lr
-        lr_d = self.cfg.lr_d if self.cfg.lr_d is not None else lr
+        lr_g, lr_d = self.cfg.learning_rates(lr)
         return {"g": torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas),
                 "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
 
