@@ -169,7 +169,7 @@ class StyleGAN(Family):
         nets = nets or self.sampling_nets()
         z, noise = self._draw(n, generator)
         w = nets["mapping"](z, self._psi(n, truncation)).to(self.device)
-        ws = w[:, None, :].expand(-1, self.num_ws, -1).contiguous()
+        ws = self.ema.module.broadcast(w).contiguous()  # ONNX Runtime takes contiguous inputs
         return nets["synthesis"](ws, noise).to(self.device).clamp(0, 1)
 
     def export_specs(self) -> list[ExportSpec]:
