@@ -9,7 +9,6 @@ conversion, an unreadable file skipped) is named in the log, never silent. `conv
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from genops.data.convert import to_uint8
 from genops.data.sources import BUILTIN_SOURCES, RawDataset, load_source
 from genops.data.spec import DataSpec
+from genops.data.split import split_hash, stratified_split
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
 
@@ -83,16 +83,6 @@ def convert_to_spec(raw: RawDataset, spec: DataSpec, what: str) -> tuple[np.ndar
     return np.stack(arrays), np.asarray(labels, dtype=np.int64), kept
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask of test rows: the same share of every class (unlabeled rows are one class), seeded."""
-    rng = np.random.default_rng(seed)
-    is_test = np.zeros(len(labels), dtype=bool)
-    for y in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == y))
-        is_test[idx[: int(round(len(idx) * test_fraction))]] = True
-    return is_test
-
-
 def load_domain(family: str, role: str, source: str, root: Path, spec: DataSpec, seed: int,
                 test_fraction: float) -> Domain:
     """Read `source`, convert it to the main data's spec and split it; a missing, unreadable or too small source
@@ -111,15 +101,13 @@ def load_domain(family: str, role: str, source: str, root: Path, spec: DataSpec,
     if is_test.all() or not is_test.any():
         raise GenopsError(f"{key}={source!r}: {len(images)} images leave an empty split at test_fraction="
                           f"{test_fraction}")
-    digest = hashlib.sha256(source.encode())
-    for arr in (images[~is_test], labels[~is_test], images[is_test], labels[is_test]):
-        digest.update(np.ascontiguousarray(arr).tobytes())
+    data_hash = split_hash(images, labels, is_test, source.encode())
 
     def image_set(mask: np.ndarray) -> ImageSet:
         return ImageSet(torch.from_numpy(np.ascontiguousarray(images[mask].transpose(0, 3, 1, 2))),
                         torch.from_numpy(labels[mask]))
 
-    domain = Domain(role, source, image_set(~is_test), image_set(is_test), digest.hexdigest()[:16])
+    domain = Domain(role, source, image_set(~is_test), image_set(is_test), data_hash)
     log.info("%s: %s -> %d train / %d held-out images at %dx%dx%d (hash %s)", key, source, len(domain.train),
              len(domain.test), spec.height, spec.width, spec.channels, domain.data_hash)
     return domain

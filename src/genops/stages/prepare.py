@@ -13,6 +13,7 @@ from genops.config import Params
 from genops.data.convert import choose_channels, choose_size, to_uint8
 from genops.data.sources import RawImage, load_source
 from genops.data.spec import DataSpec
+from genops.data.split import split_hash, stratified_split
 from genops.errors import GenopsError
 from genops.storage.atomic import atomic_dir, write_json_atomic
 from genops.storage.paths import ProjectPaths
@@ -32,16 +33,6 @@ class PrepareResult:
     n_dropped: int
     data_hash: str
     repairs: dict[str, list[str]] = field(default_factory=dict)  # kind -> files
-
-
-def _split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Stratified split: a boolean mask of test rows, the same share from every class."""
-    is_test = np.zeros(len(labels), dtype=bool)
-    for y in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == y))
-        n_test = int(round(len(idx) * test_fraction))
-        is_test[idx[:n_test]] = True
-    return is_test
 
 
 def _row(index: int, im: RawImage, float_max: float) -> dict:
@@ -102,17 +93,14 @@ def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> Pr
 
     x_all = np.stack(arrays)
     y_all = np.asarray(labels, dtype=np.int64)
-    is_test = _split(y_all, data.test_fraction, np.random.default_rng(seed))
+    is_test = stratified_split(y_all, data.test_fraction, seed)
     readable_rows = [r for r in rows if r["readable"]]
     for r, t in zip(readable_rows, is_test):
         r["split"] = "test" if t else "train"
     for r in rows:
         r.setdefault("split", "dropped")
 
-    digest = hashlib.sha256()
-    for arr in (x_all[~is_test], y_all[~is_test], x_all[is_test], y_all[is_test]):
-        digest.update(np.ascontiguousarray(arr).tobytes())
-    data_hash = digest.hexdigest()[:16]
+    data_hash = split_hash(x_all, y_all, is_test)
     num_classes = len(raw.class_names) if (y_all >= 0).any() else 0
     spec = DataSpec(size[0], size[1], channels, num_classes, raw.class_names if num_classes else [])
 
