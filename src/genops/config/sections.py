@@ -218,6 +218,20 @@ class RegisterConfig(Section):
                                             ge=0, le=1)
 
 
+class ServingConfig(Section):
+    """How a registered version serves: its environment and the work one request may ask for (recorded in the
+    version's model config when it is registered; GENOPS_SERVE_MAX_WORK / GENOPS_SERVE_MAX_IMAGES override them
+    where the model is served)."""
+
+    requirements: Literal["cpu", "cuda"] = field(
+        "cpu", "the version's pip requirements: cpu = onnxruntime; cuda = onnxruntime-gpu[cuda,cudnn] (ONNX Runtime's "
+               "CUDA provider with its CUDA/cuDNN wheels, for a serving box with a GPU)")
+    max_images: int = field(1024, "images one request may ask for (the sum of n over its rows)", ge=1)
+    max_work: int = field(65536, "network evaluations one request may cost: the sum over its rows of n x the passes "
+                                 "one image needs (diffusion: steps, x2 with guidance; PixelCNN: one per sub-pixel)",
+                          ge=1)
+
+
 class ScheduleConfig(Section):
     cron: str = field("0 3 * * 1", "retraining cron of the scheduled deployment (flows/retrain.py)")
     timezone: str = field("UTC", "time zone of the cron")

@@ -156,6 +156,11 @@ class Family(ABC):
         """n images in [0, 1], N x C x H x W. `nets` may be ONNX Runtime sessions; default torch.
         Extra keyword arguments select a sampling variant (see `sample_variants`)."""
 
+    def sampling_passes(self, **options) -> int:
+        """Network passes one image costs with these `sample` options: the unit a served request's work is capped
+        in (genops.serving.generator). One for single-pass samplers (GANs, decoders)."""
+        return 1
+
     def sample_variants(self) -> dict[str, dict]:
         """Named alternative settings of `sample` (e.g. DDIM step counts) whose quality/speed trade-off
         the evaluation measures: name -> keyword arguments for `sample`."""

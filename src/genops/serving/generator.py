@@ -3,12 +3,21 @@
 `Generator` is what both `genops sample` (ONNX backend) and the registry's pyfunc model run, so the same request
 with the same seed gives the same images either way. A request is one row per call: `n` images, a `seed`, and
 the family's sampling options (`label` for class-conditional families; `steps`, `method`, `eta`, `guidance`
-where the family samples with them). Bad requests are refused naming the column and what was expected.
+where the family samples with them). Bad requests are refused naming the column and what was expected; a served
+request is also refused, before any work, when it asks for more images or network passes than its
+`RequestLimits` allow.
+
+With a GPU (torch sees CUDA and ONNX Runtime's CUDA provider loads) the graphs run on the CUDA provider through
+I/O binding and the sampler loop keeps its tensors on the GPU; noise is still drawn on the CPU from the seed, so
+the request's images do not depend on where they were made beyond floating-point rounding.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +29,47 @@ from genops.serving.images import to_uint8
 from genops.storage.bundle import REGISTRY_BUNDLE
 
 BUNDLE = REGISTRY_BUNDLE  # the pyfunc artifact (a folder) holding family.json, the graphs, weights, hashes.json
-MAX_IMAGES = 1024  # per request row: a served endpoint should not be asked for unbounded work in one call
+LIMIT_ENV = {"max_images": "GENOPS_SERVE_MAX_IMAGES", "max_work": "GENOPS_SERVE_MAX_WORK"}
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one served request may ask for: images (sum of n over its rows) and work (sum of n x the network
+    passes one image needs). A served endpoint must not be asked for unbounded work in one call."""
+
+    max_images: int
+    max_work: int
+
+    @classmethod
+    def from_model_config(cls, config: Mapping | None) -> RequestLimits:
+        """The limits the version was registered with (its MLflow model config, from params `serving`), each
+        overridden by its environment variable (GENOPS_SERVE_MAX_IMAGES, GENOPS_SERVE_MAX_WORK) where it is served."""
+        config = dict(config or {})
+        values = {}
+        for key, env in LIMIT_ENV.items():
+            raw = os.environ.get(env, config.get(key))
+            if raw is None:
+                raise GenopsError(f"the model config holds no {key} and {env} is not set: re-register the version")
+            try:
+                values[key] = int(raw)
+            except (TypeError, ValueError):
+                raise GenopsError(f"{env if env in os.environ else 'model config ' + key}={raw!r}: expected a "
+                                  "positive integer") from None
+            if values[key] < 1:
+                raise GenopsError(f"{key}={values[key]}: expected a positive integer")
+        return cls(**values)
+
+    def check(self, requests: list[tuple[int, int]]) -> None:
+        """`requests`: (n, passes per image) of each row; refuses the whole request naming the limit it exceeds."""
+        images = sum(n for n, _ in requests)
+        work = sum(n * passes for n, passes in requests)
+        if images > self.max_images:
+            raise GenopsError(f"request asks for {images} images; this endpoint serves at most {self.max_images} per "
+                              f"request (serving.max_images, {LIMIT_ENV['max_images']}): split it")
+        if work > self.max_work:
+            raise GenopsError(f"request costs {work} network passes (n x passes per image, summed over rows); this "
+                              f"endpoint allows at most {self.max_work} per request (serving.max_work, "
+                              f"{LIMIT_ENV['max_work']}): ask for fewer images or steps")
 
 
 def request_columns(family_name: str, conditional: bool) -> dict[str, type]:
@@ -43,7 +92,9 @@ class Generator:
     """A family rebuilt from its family.json sampling through ONNX Runtime sessions (no torch weights loaded), or
     through torch with the version's weights (`backend="torch"`, for parity checks and debugging)."""
 
-    def __init__(self, folder: Path, threads: int | None = None, backend: str = "onnx") -> None:
+    def __init__(self, folder: Path, threads: int | None = None, backend: str = "onnx",
+                 limits: RequestLimits | None = None) -> None:
+        """`limits`: what one `predict_rows` call may ask for (a served endpoint); None = unlimited (the CLI)."""
         from genops.serving.onnx_runtime import load_nets
         from genops.storage.bundle import FAMILY_JSON, load_bundle
         from genops.storage.integrity import verify_recorded
@@ -54,6 +105,10 @@ class Generator:
             raise GenopsError(f"backend must be onnx or torch, got {backend!r}")
         self.family = load_bundle(folder, "cpu", weights=backend == "torch")
         self.nets = load_nets(folder, list(self.family.sampling_nets()), threads) if backend == "onnx" else None
+        if self.nets and any(net.on_cuda for net in self.nets.values()):
+            # On the CUDA provider the sampler's tensors live on the GPU too: I/O binding passes them by pointer.
+            self.family.to(torch.device("cuda"))
+        self.limits = limits
         self.columns = request_columns(self.family.name, self.family.conditional)
 
     @property
@@ -63,8 +118,8 @@ class Generator:
     def images(self, n: int, seed: int, label: int | None = None, **options) -> torch.Tensor:
         """n images in [0, 1] (N x C x H x W) from this seed: what `genops sample` saves."""
         family = self.family
-        if not 1 <= n <= MAX_IMAGES:
-            raise GenopsError(f"n={n}: ask for 1..{MAX_IMAGES} images per request")
+        if n < 1:
+            raise GenopsError(f"n={n}: ask for at least one image")
         labels = None
         if label is not None:
             if not family.conditional:
@@ -119,9 +174,18 @@ class Generator:
             out[name] = value
         return out
 
+    def passes(self, request: dict) -> int:
+        """Network passes one image of this parsed request row costs."""
+        options = {k: v for k, v in request.items() if k not in ("n", "seed", "label")}
+        return int(self.family.sampling_passes(**options))
+
     def predict_rows(self, rows: list[dict]) -> list[np.ndarray]:
-        """One uint8 array (N x H x W, or N x H x W x C) per request row."""
-        return [to_uint8(self.images(**self.parse(row))) for row in rows]
+        """One uint8 array (N x H x W, or N x H x W x C) per request row; every row is checked, and the whole
+        request against the limits, before any image is made."""
+        requests = [self.parse(row) for row in rows]
+        if self.limits is not None:
+            self.limits.check([(r["n"], self.passes(r)) for r in requests])
+        return [to_uint8(self.images(**r)) for r in requests]
 
 
 try:  # the pyfunc wrapper exists only where mlflow is installed (it is, with genops)
@@ -137,7 +201,8 @@ class GeneratorModel(PythonModel):
     the version's files, so a fetched model can never execute a pickle."""
 
     def load_context(self, context) -> None:
-        self.generator = Generator(Path(context.artifacts[BUNDLE]))
+        limits = RequestLimits.from_model_config(getattr(context, "model_config", None))
+        self.generator = Generator(Path(context.artifacts[BUNDLE]), limits=limits)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd

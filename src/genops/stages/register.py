@@ -37,6 +37,7 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
 
     from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
     from genops.storage.integrity import record_hashes, verify_recorded
+    from genops.serving.environment import code_digest, copy_code, serving_requirements
     from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator
     from genops.tracking.model_card import fit_description, model_card, registry_card
     from genops.tracking.promotion import decide, half_width
@@ -132,7 +133,12 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
                 "genops.promotion.previous_champion": str(prev_version),
                 **{f"genops.promotion.{k}": str(v) for k, v in rule.items()}}
         if found is None:
-            info = log_generator(bundle, family_name, bool(meta["cfg"].get("conditional")), _requirements())
+            code = copy_code(Path(tmp) / "code")
+            tags.update({"genops.serving.requirements": params.serving.requirements,
+                         "genops.serving.code_sha256": code_digest(code)})
+            info = log_generator(bundle, family_name, bool(meta["cfg"].get("conditional")),
+                                 serving_requirements(params.serving.requirements), code,
+                                 {"max_images": params.serving.max_images, "max_work": params.serving.max_work})
             link_metrics(info.model_id, numeric, evaluation_dataset(paths.prepared, spec_data))
             mv = mlflow.register_model(info.model_uri, name, tags=tags)
         else:  # made by an attempt that stopped before its alias was set: finish that version
@@ -163,15 +169,6 @@ def _stored_card(client, name: str, version) -> str | None:
         return None
     description = client.get_model_version(name, version).description or ""
     return description.split("\n\n", 1)[1] if description.startswith("**Version") else description or None
-
-
-def _requirements() -> list[str]:
-    """What the generator imports, pinned to the versions that registered it (genops itself comes from the
-    version's git commit: serve with `--env-manager local` where genops is installed)."""
-    from importlib.metadata import version
-
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "onnxruntime-gpu", "onnx", "torch", "numpy", "pandas",
-                                                   "safetensors", "pydantic")]
 
 
 def _summary(family: str) -> str:

@@ -30,17 +30,20 @@ def request_signature(family_name: str, conditional: bool):
     return ModelSignature(inputs=Schema(specs))
 
 
-def log_generator(bundle: Path, family_name: str, conditional: bool, requirements: list[str]):
+def log_generator(bundle: Path, family_name: str, conditional: bool, requirements: list[str],
+                  code: Path, model_config: dict):
     """Log the folder `bundle` (family.json, graphs, weights, hashes.json, card) as a pyfunc generator; returns
-    MLflow's ModelInfo (model_uri, model_id). The input example (one image, seed 0) is run once by MLflow, so a
-    version whose sampler cannot run is never logged."""
+    MLflow's ModelInfo (model_uri, model_id). `code` is the genops package the model carries (`code_paths`: MLflow
+    puts it on sys.path when the model loads, so it serves where genops is not installed); `model_config` holds
+    the request limits (RequestLimits). The input example (one image, seed 0) is run once by MLflow, so a version
+    whose sampler cannot run is never logged."""
     import mlflow
     import pandas as pd
 
     return mlflow.pyfunc.log_model(
         name="model", python_model=str(GENERATOR_ENTRY), artifacts={BUNDLE: str(bundle)},
         signature=request_signature(family_name, conditional), input_example=pd.DataFrame([{"n": 1, "seed": 0}]),
-        pip_requirements=requirements, model_type="generator")
+        pip_requirements=requirements, code_paths=[str(code)], model_config=model_config, model_type="generator")
 
 
 def evaluation_dataset(prepared: Path, spec_data: dict):

@@ -163,6 +163,12 @@ class Diffusion(Family):
         """S timesteps evenly spread over T-1 ... 0, descending: the chain the sampler visits."""
         return respaced_timesteps(self.T, steps)
 
+    def sampling_passes(self, steps: int | None = None, guidance: float | None = None, **options) -> int:
+        """One denoiser pass per step, two with classifier-free guidance (w not in {0, 1}: a doubled batch)."""
+        w = self.cfg.guidance if guidance is None else float(guidance)
+        guided = self.conditional and w not in (0.0, 1.0)
+        return len(self.timesteps(self.cfg.sample_steps if steps is None else int(steps))) * (2 if guided else 1)
+
     def sample_variants(self) -> dict[str, dict]:
         """DDIM at each of cfg eval_steps (default 10, 25, 50, 100) and full ancestral DDPM (T steps)."""
         out: dict[str, dict] = {}

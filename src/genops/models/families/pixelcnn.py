@@ -99,6 +99,10 @@ class PixelCNN(Family):
                                        desc=f"sample {self.name}")
         return values.float() / (LEVELS - 1)
 
+    def sampling_passes(self, **options) -> int:
+        """One network pass per sub-pixel, in raster order."""
+        return self.spec.channels * self.spec.height * self.spec.width
+
     def export_specs(self) -> list[ExportSpec]:
         image = torch.rand(2, *self.spec.shape)
         if self.conditional:

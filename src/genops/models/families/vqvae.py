@@ -160,6 +160,10 @@ class VQVAE(Family):
                                       lambda grid: grid[:, 0], self.device, progress, desc=f"sample {self.name}")
         return nets["decoder"](codes[:, 0]).clamp(0, 1)
 
+    def sampling_passes(self, **options) -> int:
+        """One prior pass per code of the grid, in raster order, then one decoder pass."""
+        return self.grid[0] * self.grid[1] + 1
+
     def export_specs(self) -> list[ExportSpec]:
         # The parity check draws indices below the example's max + 1: make that max K - 1 (whole codebook).
         codes = (torch.arange(2 * self.grid[0] * self.grid[1]) % self.num_codes).view(2, *self.grid)
