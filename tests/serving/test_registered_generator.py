@@ -18,23 +18,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import env_for, make_project, run
+from tests.conftest import run
 
 MODEL = "genops-diffusion"
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("generator")
-    root = make_project(tmp / "proj", {"families": ["diffusion"], "tracking.system_metrics_interval_s": 1,
-                                       "stacked": {"diffusion-distilled": "diffusion"},
-                                       "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
-                                       "diffusion-distilled.evaluate.n_samples": 24,
-                                       "diffusion-distilled.evaluate.variant_samples": 16,
-                                       "diffusion-distilled.evaluate.speed_samples": 8})
-    env = env_for(root, tmp)
-    run(["dvc", "repro", "register@diffusion", "register-stacked@diffusion-distilled"], root, env)
-    return root, env, tmp
 
 
 def _client(env):

@@ -1,0 +1,21 @@
+"""The serving tests share one registered diffusion model (and its distilled student): trained once per package."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import env_for, make_project, run
+
+
+@pytest.fixture(scope="package")
+def registered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("generator")
+    root = make_project(tmp / "proj", {"families": ["diffusion"], "tracking.system_metrics_interval_s": 1,
+                                       "stacked": {"diffusion-distilled": "diffusion"},
+                                       "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
+                                       "diffusion-distilled.evaluate.n_samples": 24,
+                                       "diffusion-distilled.evaluate.variant_samples": 16,
+                                       "diffusion-distilled.evaluate.speed_samples": 8})
+    env = env_for(root, tmp)
+    run(["dvc", "repro", "register@diffusion", "register-stacked@diffusion-distilled"], root, env)
+    return root, env, tmp
