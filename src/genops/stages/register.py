@@ -35,9 +35,9 @@ def register_stage(family_name: str, params: Params, root: Path) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
+    from genops.serving.environment import code_digest, copy_code, serving_requirements
     from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
     from genops.storage.integrity import record_hashes, verify_recorded
-    from genops.serving.environment import code_digest, copy_code, serving_requirements
     from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator
     from genops.tracking.model_card import fit_description, model_card, registry_card
     from genops.tracking.promotion import decide, half_width
