@@ -129,12 +129,16 @@ def main() -> None:
         for workers in (int(w) for w in args.workers.split(",")):
             port = _port()
             t0 = time.perf_counter()
-            server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager",
-                                       args.env_manager, "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
-                                      cwd=work, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True)
+            log = work / f"serve-{workers}.log"
+            with open(log, "w") as out:
+                server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", MODEL, "--env-manager",
+                                           args.env_manager, "-h", "127.0.0.1", "-p", str(port), "-w", str(workers)],
+                                          cwd=work, env=serve_env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
             procs.append(server)
             _wait(port, "/ping", server, 1200)
+            said = [line for line in log.read_text().splitlines() if "ONNX Runtime providers=" in line]
+            report.setdefault("providers", said[-1].split("providers=")[1].split(",")[0] if said else "unknown")
             if "environment_build_s" not in report and args.env_manager != "local":
                 (venv,) = [p for p in envs.iterdir() if p.name.startswith("mlflow-")]
                 report["environment_build_s"] = round(time.perf_counter() - t0, 1)  # incl. model download, start

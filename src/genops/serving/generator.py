@@ -201,8 +201,13 @@ class GeneratorModel(PythonModel):
     the version's files, so a fetched model can never execute a pickle."""
 
     def load_context(self, context) -> None:
+        import logging
+
         limits = RequestLimits.from_model_config(getattr(context, "model_config", None))
         self.generator = Generator(Path(context.artifacts[BUNDLE]), limits=limits)
+        # Where the graphs run, in the server's log: CUDAExecutionProvider only where a GPU was really used.
+        logging.getLogger(__name__).warning("genops generator %s: ONNX Runtime providers=%s, limits=%s",
+                                            self.generator.family.name, ",".join(self.generator.providers), limits)
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
