@@ -48,7 +48,8 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
         *_decision(decision),
         *([] if compact else ["## Params", "```json", json.dumps(meta["cfg"], indent=2, sort_keys=True), "```", ""]),
         "## Serving",
-        f"- `mlflow models serve -m models:/{name}@champion --env-manager local` (genops installed), then POST "
+        f"- `mlflow models serve -m models:/{name}@champion --env-manager virtualenv` (MLflow builds the "
+        "version's environment from its requirements.txt and code/; genops need not be installed), then POST "
         "`{\"dataframe_records\": [{\"n\": 4, \"seed\": 0}]}` to `/invocations`: the answer's `predictions` hold "
         "one uint8 array (n x H x W[, C]) per request row",
         f"- request columns: {', '.join(f'`{c}`' for c in _columns(family, meta))} (`n`, `seed` required); the same "
