@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from genops.errors import GenopsError
+from genops.storage.atomic import replace_durably
 from genops.versioning.dvc import dvc
 
 
@@ -34,7 +35,7 @@ def persist_overrides(root: Path, overrides: list[str]) -> None:
     tmp = path.with_suffix(".yaml.tmp")
     with tmp.open("w") as fh:
         yaml.dump(doc, fh)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def smoke_workspace(root: Path, overrides: list[str]) -> Path:

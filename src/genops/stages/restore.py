@@ -8,6 +8,7 @@ model can be retrained, re-evaluated or re-exported exactly.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,7 +23,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
     from genops.tracking.registry import model_version
     from genops.tracking.store import setup_mlflow
-    from genops.versioning.dvc import dvc, out_hashes, remote_configured
+    from genops.versioning.dvc import dvc, out_hashes, remote_configured, status
 
     setup_mlflow(root)
     try:
@@ -62,8 +63,8 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
         dvc(dest, "pull")
     except GenopsError as exc:
         raise GenopsError(f"dvc pull at {commit[:12]} failed (objects not pushed to the remote?): {exc}") from None
-    status = dvc(dest, "status")
-    if "up to date" not in status:
-        raise GenopsError(f"after dvc pull, {dest} differs from its dvc.lock:\n{status}")
+    changed = status(dest)
+    if changed:
+        raise GenopsError(f"after dvc pull, {dest} differs from its dvc.lock: {json.dumps(changed, indent=1)}")
     return {"model": mv.name, "version": int(mv.version), "family": family, "commit": commit, "dir": str(dest),
             "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "dvc_status": "clean"}

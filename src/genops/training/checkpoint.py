@@ -13,7 +13,6 @@ refused with a message that names the file and what to do, never loaded.
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genops.models.base import Family
+from genops.storage.atomic import replace_durably
 from genops.storage.integrity import CorruptFile, sha256_of, verify
 
 STATE = "ckpt-state.pt"
@@ -47,7 +47,7 @@ def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: t
     name = f"ckpt-{state.step:06d}.safetensors"
     weights = {k: v.detach().contiguous().cpu() for k, v in family.state_dict().items()}
     save_file(weights, str(folder / f".{name}.tmp"), metadata={"step": str(state.step)})
-    os.replace(folder / f".{name}.tmp", folder / name)
+    replace_durably(folder / f".{name}.tmp", folder / name)
     payload = {
         "step": state.step,
         "history": state.history,
@@ -61,7 +61,7 @@ def save_checkpoint(folder: Path, family: Family, optimizers: dict, generator: t
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
     torch.save(payload, folder / f".{STATE}.tmp")
-    os.replace(folder / f".{STATE}.tmp", folder / STATE)
+    replace_durably(folder / f".{STATE}.tmp", folder / STATE)
     for old in folder.glob(WEIGHTS_PATTERN):
         if old.name != name:
             old.unlink(missing_ok=True)

@@ -37,6 +37,18 @@ def dvc(root: Path, *args: str) -> str:
     return proc.stdout
 
 
+def status(root: Path, *targets: str) -> dict:
+    """`dvc status --json` (of these targets, else the whole pipeline) as DVC reports it: stage or output -> what
+    changed; an empty dict means everything is up to date."""
+    import json
+
+    out = dvc(root, "status", "--json", *targets).strip()
+    try:
+        return json.loads(out or "{}")
+    except json.JSONDecodeError:
+        raise GenopsError(f"`dvc status --json` in {root} printed no JSON: {out[:500]}") from None
+
+
 def dvc_exe() -> str:
     return console_script("dvc") or "dvc"
 
@@ -61,5 +73,12 @@ def out_hashes(root: Path) -> dict[str, str]:
     if not lock.is_file():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {out["path"]: out.get("md5") or out.get("hash", "") for stage in stages.values()
-            for out in stage.get("outs", [])}
+    # dvc.lock 2.0: `hash` names the algorithm (md5) and the value sits under that name; an output without one
+    # (never recorded) gets no entry rather than the algorithm's name.
+    hashes = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            value = out.get(out.get("hash", "md5"))
+            if isinstance(value, str) and value:
+                hashes[out["path"]] = value
+    return hashes
