@@ -52,15 +52,17 @@ class FeatureExtractor(nn.Module):
 
 
 def train_classifier(net: EvaluatorNet, images: torch.Tensor, labels: torch.Tensor, steps: int, batch_size: int,
-                     lr: float, seed: int) -> list[float]:
-    """Plain Adam + cross-entropy on uint8 images (N x C x H x W); returns the loss per step."""
+                     lr: float, seed: int, progress: bool = True) -> list[float]:
+    """Plain Adam + cross-entropy on uint8 images (N x C x H x W); returns the loss per step. `progress` is
+    train.progress (tqdm also honours TQDM_DISABLE=1)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     losses = []
     from tqdm.auto import tqdm
 
-    for _ in tqdm(range(steps), desc="train evaluator", mininterval=1.0, dynamic_ncols=True):
+    quiet = {} if progress else {"disable": True}  # left unset otherwise, so TQDM_DISABLE still applies
+    for _ in tqdm(range(steps), desc="train evaluator", mininterval=1.0, dynamic_ncols=True, **quiet):
         idx = torch.randint(0, len(images), (min(batch_size, len(images)),), generator=gen)
         x = images[idx].float() / 255.0
         loss = F.cross_entropy(net(x), labels[idx])

@@ -39,7 +39,8 @@ def evaluator_stage(params: Params, root: Path) -> dict:
     accuracy = None
     if spec.labeled:
         kind = "classifier"
-        losses = train_classifier(net, train.images, train.labels, cfg.steps, cfg.batch_size, cfg.lr, seed)
+        losses = train_classifier(net, train.images, train.labels, cfg.steps, cfg.batch_size, cfg.lr, seed,
+                                  params.train.progress)
         with torch.no_grad():
             pred = batched(net, test.images).argmax(1)
         accuracy = float((pred == test.labels).double().mean())

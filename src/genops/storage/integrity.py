@@ -17,12 +17,9 @@ class CorruptFile(GenopsError):
     """A file's sha256 is not the one recorded when it was written."""
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def sha256_of(path: Path) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def record_hashes(folder: Path, names: Iterable[str]) -> dict[str, str]:

@@ -64,7 +64,9 @@ def version_fingerprint(file_tags: dict[str, str]) -> str:
 def find_version(client, name: str, tag: str, value: str):
     """The newest version of `name` whose tag `tag` equals `value`, or None (re-read: search results carry no
     aliases)."""
-    versions = [mv for mv in client.search_model_versions(f"name = '{name}'") if mv.tags.get(tag) == value]
+    if "'" in name + value or "`" in tag:
+        raise GenopsError(f"cannot search {name!r} for tag {tag!r} = {value!r}: quotes in a filter")
+    versions = client.search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
     newest = max(versions, key=lambda mv: int(mv.version), default=None)
     return client.get_model_version(name, newest.version) if newest is not None else None
 
