@@ -13,9 +13,12 @@ and the whole reference (the expectation that the headline's subset average esti
 subsets; the headline's own `kid_std` is the spread over its subsets.
 
 FID, KID, recall and coverage are biased by the sample size, and a resample (about 63 % distinct samples)
-is biased once more: uncentred percentiles of bootstrapped FID lie above the headline value. The percentile
-interval is therefore re-centred on the headline value (its median moved there: the bootstrap's own
-estimate of that extra bias removed, its spread kept), so it always holds the headline value.
+is biased once more: plain percentiles of bootstrapped FID lie above the headline value. The interval is
+therefore the *basic* bootstrap interval (Davison & Hinkley 1997, eq. 5.6; scipy.stats.bootstrap's
+method="basic"): the percentiles reflected about the headline value, (2θ - q_hi, 2θ - q_lo), which carries the
+bootstrap's estimate of that bias to the other side. For a strongly biased metric it can lie wholly on one side
+of the headline value: that is what it says about where the true value is. scipy.stats.bootstrap itself is not
+used because it would recompute every metric per resample; the replicates here reuse the fixed parts.
 """
 
 from __future__ import annotations
@@ -129,11 +132,11 @@ def _covered(d_fr: torch.Tensor, radii: torch.Tensor, max_elements: int = 2**23)
     return out
 
 
-def recentred_interval(values: torch.Tensor, headline: float, level: float) -> tuple[float, float]:
-    """The (1 - level)/2 and (1 + level)/2 percentiles of `values`, shifted so their median is `headline`."""
-    qs = torch.quantile(values.double(), torch.tensor([(1 - level) / 2, 0.5, (1 + level) / 2], dtype=torch.float64))
-    low, mid, high = (float(q) for q in qs)
-    return headline + low - mid, headline + high - mid
+def basic_interval(values: torch.Tensor, headline: float, level: float) -> tuple[float, float]:
+    """The basic bootstrap interval at `level`: (2 headline - q_(1+level)/2, 2 headline - q_(1-level)/2)."""
+    qs = torch.quantile(values.double(), torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    q_low, q_high = (float(q) for q in qs)
+    return 2 * headline - q_high, 2 * headline - q_low
 
 
 def bootstrap_intervals(real: torch.Tensor, fake: torch.Tensor, headline: dict[str, float],
@@ -148,10 +151,10 @@ def bootstrap_intervals(real: torch.Tensor, fake: torch.Tensor, headline: dict[s
     counts = resample_counts(len(fake), cfg.bootstrap, cfg.seed)
     out: dict[str, float] = {}
     for name, values in replicates(real, fake, counts, cfg.pr_k, cfg.dc_k).items():
-        low, high = recentred_interval(values, headline[name], cfg.interval)
+        low, high = basic_interval(values, headline[name], cfg.interval)
         lo_bound, hi_bound = BOUNDS[name]
-        out[f"{name}_low"] = min(max(low, lo_bound), headline[name])
-        out[f"{name}_high"] = max(min(high, hi_bound), headline[name])
+        out[f"{name}_low"] = min(max(low, lo_bound), hi_bound)
+        out[f"{name}_high"] = max(min(high, hi_bound), lo_bound)
     out["bootstrap_samples"] = float(cfg.bootstrap)
     out["bootstrap_level"] = cfg.interval
     return out

@@ -13,7 +13,6 @@ memory used is a few distance blocks whatever the split size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import torch
 
@@ -71,13 +70,12 @@ def nearest_training(queries: torch.Tensor, train: ImageSet, index: torch.Tensor
     return dist, arg
 
 
-def wilson_interval(successes: float, n: int, level: float) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, level: float) -> tuple[float, float]:
     """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation)."""
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def copy_fraction(samples: torch.Tensor, test: torch.Tensor, train: ImageSet, quantile: float = 0.01,
