@@ -54,7 +54,7 @@ class Stack:
 
     def all_ports(self) -> list[int]:
         p = self.ports
-        return [p["postgres"], p["mlflow"], p["prefect"], p["s3"], *p["weed"]]
+        return [p["postgres"], p["mlflow"], p["prefect"], p["s3"], p.get("worker_health", 4281), *p["weed"]]
 
 
 @pytest.fixture(scope="package")

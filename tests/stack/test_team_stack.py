@@ -142,6 +142,35 @@ def _wait_for_flow_run(flow_run_id: str, env: dict, cwd: Path, timeout: float) -
     return state
 
 
+def test_a_crashed_mlflow_server_is_restarted_by_stack_up_with_its_data_and_nothing_else_touched(stack,
+                                                                                                 smoke_on_stack):
+    from mlflow import MlflowClient
+
+    env = env_for(stack.folder, stack.folder)
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        env.pop(key, None)
+    before = json.loads(run(["genops", "-q", "stack", "status", "--dir", str(stack.folder)], stack.folder,
+                            env).stdout)
+    assert before["mlflow"]["running"] and before["prefect"]["running"]
+    os.killpg(before["mlflow"]["pid"], 9)  # a crash: no clean shutdown
+    deadline = time.time() + 20
+    while listening(stack.ports["mlflow"]) and time.time() < deadline:
+        time.sleep(0.5)
+    crashed = json.loads(run(["genops", "-q", "stack", "status", "--dir", str(stack.folder)], stack.folder,
+                             env).stdout)
+    assert not crashed["mlflow"]["running"] and crashed["prefect"]["pid"] == before["prefect"]["pid"]
+    # up again, this time with the stack's own worker (readiness from its --with-healthcheck endpoint)
+    info = json.loads(run(["genops", "-q", "stack", "up", "--dir", str(stack.folder)], stack.folder, env).stdout)
+    assert set(info["service_startup_s"]) == {"mlflow", "worker"}, info  # only what was down was started
+    after = json.loads(run(["genops", "-q", "stack", "status", "--dir", str(stack.folder)], stack.folder,
+                           env).stdout)
+    assert after["mlflow"]["running"] and after["mlflow"].get("healthy")
+    assert after["worker"]["running"] and after["worker"].get("healthy")
+    assert after["prefect"]["pid"] == before["prefect"]["pid"] and after["postgres"]["pid"] == before["postgres"]["pid"]
+    client = MlflowClient(tracking_uri=stack.client_env["MLFLOW_TRACKING_URI"])
+    assert client.get_model_version_by_alias("genops-smoke-vae", "champion")  # the registry survived the crash
+
+
 def test_stack_down_leaves_nothing_running(stack):
     env = env_for(stack.folder, stack.folder)
     stopped = json.loads(run(["genops", "-q", "stack", "down", "--dir", str(stack.folder)], stack.folder,

@@ -28,6 +28,7 @@ class Ports:
     mlflow: int = 5000
     prefect: int = 4200
     s3: int = 8333
+    worker_health: int = 4281  # the Prefect worker's own health check (`prefect worker start --with-healthcheck`)
     # SeaweedFS's internal servers (master, volume, filer, admin, each with a gRPC port).
     weed: list[int] = field(default_factory=lambda: list(range(19333, 19343)))
 
@@ -35,14 +36,15 @@ class Ports:
     def free(cls) -> Ports:
         """Ports the OS says are free now (for tests and for hosts where the defaults are taken)."""
         socks = []
-        for _ in range(14):
+        for _ in range(15):
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)
         numbers = [s.getsockname()[1] for s in socks]
         for s in socks:
             s.close()
-        return cls(postgres=numbers[0], mlflow=numbers[1], prefect=numbers[2], s3=numbers[3], weed=numbers[4:])
+        return cls(postgres=numbers[0], mlflow=numbers[1], prefect=numbers[2], s3=numbers[3],
+                   worker_health=numbers[4], weed=numbers[5:])
 
 
 @dataclass

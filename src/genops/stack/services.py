@@ -32,6 +32,7 @@ from genops.stack.layout import (
     client_env,
     database_url,
 )
+from genops.storage.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 PG_BINDIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"), Path("/usr/local/pgsql/bin"))
@@ -90,16 +91,56 @@ def _spawn(layout: StackLayout, service: str, cmd: list[str], env: dict[str, str
     with open(layout.log(service), "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=layout.root)
-    layout.pidfile(service).write_text(f"{proc.pid}\n")
+    _record(layout, service, proc.pid)
     return proc.pid
+
+
+def _record(layout: StackLayout, service: str, pid: int) -> None:
+    """The pidfile names the process by more than its number: its start time and command line, so a pid the
+    kernel has since given to another process (after a crash or a reboot) is never taken for the service."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        record = {"pid": pid, "create_time": proc.create_time(), "cmdline": proc.cmdline()}
+    write_text_atomic(layout.pidfile(service), json.dumps(record) + "\n")
+
+
+def _owned(layout: StackLayout, service: str):
+    """The service's running process (psutil.Process) if the pidfile names a live process that is the one this
+    stack started (same pid, start time and command line); else None, and a stale pidfile is removed."""
+    import psutil
+
+    path = layout.pidfile(service)
+    try:
+        record = json.loads(path.read_text())
+        pid, created, cmdline = int(record["pid"]), float(record["create_time"]), list(record["cmdline"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("stack: %s names no process this stack can verify (an older or damaged pidfile); removed, "
+                    "nothing signalled", path)
+        path.unlink(missing_ok=True)
+        return None
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            same = abs(proc.create_time() - created) < 0.05 and proc.cmdline() == cmdline
+            zombie = proc.status() == psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        same, zombie = False, False
+    if same and not zombie:
+        return proc
+    log.info("stack: %s is stale (process %d is gone or is another program); removed", path, pid)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _wait(check, what: str, layout: StackLayout, service: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        pid = _pid(layout, service)
-        if service != "postgres" and pid is not None and not _alive(pid):
+        if service != "postgres" and _owned(layout, service) is None:
             break
         try:
             if check():
@@ -254,14 +295,12 @@ def start_worker(layout: StackLayout, ports: Ports, creds: Secrets) -> None:
     """A process worker on the pool: it runs deployed flows with the client environment of the stack."""
     env = {**_base_env(layout), **client_env(ports, creds)}
     env["PREFECT_HOME"] = str(layout.root / "worker-home")
-    cmd = [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    # The worker's own health check answers once it polls the pool; bound to loopback like every service.
+    env.update({"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
+                "PREFECT_WORKER_WEBSERVER_PORT": str(ports.worker_health)})
+    cmd = [_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process", "--with-healthcheck"]
     _spawn(layout, "worker", cmd, env)
-
-    def polling() -> bool:
-        return "polling" in layout.log("worker").read_text(errors="replace").lower() or \
-            "started" in layout.log("worker").read_text(errors="replace").lower()
-
-    _wait(polling, "Prefect worker", layout, "worker", 60)
+    _wait(lambda: _http_ok(f"http://127.0.0.1:{ports.worker_health}/health"), "Prefect worker", layout, "worker", 60)
 
 
 STARTERS = {"postgres": start_postgres, "seaweedfs": start_seaweedfs, "mlflow": start_mlflow,
@@ -276,30 +315,35 @@ def stop(layout: StackLayout, service: str, timeout: float = 20.0) -> bool:
         subprocess.run(_as_pg_user([_pg("pg_ctl"), "-D", str(layout.pg_data), "-m", "fast", "-w", "stop"]),
                        capture_output=True, text=True)
         return True
-    pid = _pid(layout, service)
-    if pid is None:
+    proc = _owned(layout, service)
+    if proc is None:  # not running, or the pid now belongs to someone else: nothing is signalled
         return False
-    was_running = _alive(pid)
+    pid = proc.pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+            os.killpg(pid, sig)  # the service's own process group (it was started in a new session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.2)
         if not _alive(pid):
             break
     layout.pidfile(service).unlink(missing_ok=True)
-    return was_running
+    return True
 
 
 def status(layout: StackLayout) -> dict[str, dict]:
     ports, _ = layout.load()
     health = {"mlflow": f"http://127.0.0.1:{ports.mlflow}/health",
-              "prefect": f"http://127.0.0.1:{ports.prefect}/api/health"}
+              "prefect": f"http://127.0.0.1:{ports.prefect}/api/health",
+              "worker": f"http://127.0.0.1:{ports.worker_health}/health"}
     out = {}
     for service in STARTERS:
-        pid = _pid(layout, service)
-        entry = {"pid": pid, "running": bool(pid and _alive(pid))}
+        if service == "postgres":
+            pid = _pid(layout, service)
+            entry = {"pid": pid, "running": bool(pid and _alive(pid))}
+        else:
+            proc = _owned(layout, service)
+            entry = {"pid": proc.pid if proc else None, "running": proc is not None}
         if service in health and entry["running"]:
             try:
                 entry["healthy"] = _http_ok(health[service])
