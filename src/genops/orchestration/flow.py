@@ -30,7 +30,7 @@ from genops.orchestration.publish import emit_promotions, publish_artifacts, ver
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace, workspace_lock
 from genops.tracking.store import tracking_uri
-from genops.versioning.dvc import out_hashes, push_to_remote, remote_configured
+from genops.versioning.dvc import check_remote, out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
 # Waits before each retry of a transiently failed stage: together about two minutes, so a tracking server that is
@@ -114,6 +114,7 @@ def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -
     recording = params.versioning.commit if record is None else record
     if recording:
         check_recordable(root)  # before any work: a run that cannot be recorded is refused up front
+    check_remote(root)  # a remote the final `dvc push` cannot reach is refused now, not after training
     orchestration = params.orchestration
     # The run a person or a schedule started: the deployment's flow run when this flow runs inside it.
     root_run = str(flow_run.root_flow_run_id) if flow_run.id else None

@@ -60,6 +60,56 @@ def remote_configured(root: Path) -> bool:
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
+# Remote URL scheme -> (the plugin module DVC loads for it, the distribution that ships it). Local paths and
+# http(s) need nothing beyond dvc itself.
+REMOTE_PLUGINS = {"s3": ("dvc_s3", "dvc-s3"), "gs": ("dvc_gs", "dvc-gs"), "gcs": ("dvc_gs", "dvc-gs"),
+                  "azure": ("dvc_azure", "dvc-azure"), "ssh": ("dvc_ssh", "dvc-ssh"),
+                  "oss": ("dvc_oss", "dvc-oss"), "hdfs": ("dvc_hdfs", "dvc-hdfs"),
+                  "webhdfs": ("dvc_webhdfs", "dvc-webhdfs"),
+                  "webdav": ("dvc_webdav", "dvc-webdav"), "webdavs": ("dvc_webdav", "dvc-webdav"),
+                  "gdrive": ("dvc_gdrive", "dvc-gdrive")}
+
+
+def default_remote(root: Path) -> tuple[str, str] | None:
+    """(name, url) of the project's default DVC remote, or None."""
+    if not remote_configured(root):
+        return None
+    name = dvc(root, "config", "core.remote").strip()
+    return name, dvc(root, "config", f"remote.{name}.url").strip()
+
+
+def check_remote(root: Path) -> None:
+    """Refuse, before any work, a default remote the run could not push to at its end: its DVC plugin missing
+    (`requires 'dvc-s3' to be installed` would come only after training and registering), or an S3 remote with
+    no credentials anywhere boto3 looks. The message says how to fix it."""
+    import importlib.util
+
+    remote = default_remote(root)
+    if remote is None:
+        return
+    name, url = remote
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    module, dist = REMOTE_PLUGINS.get(scheme, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        extra = " (or `pip install -e '.[stack]'`)" if dist == "dvc-s3" else ""
+        raise GenopsError(f"DVC remote {name!r} ({url}) needs the {dist} plugin, which is not installed: "
+                          f"`pip install {dist}`{extra}, or remove the remote (`dvc remote remove {name}`); "
+                          "nothing was trained")
+    if scheme == "s3":
+        import boto3
+
+        if boto3.session.Session().get_credentials() is None and not _remote_has_keys(root, name):
+            raise GenopsError(f"DVC remote {name!r} ({url}) has no S3 credentials: set AWS_ACCESS_KEY_ID / "
+                              "AWS_SECRET_ACCESS_KEY (for the team stack: `source .genops/stack/stack.env`) or "
+                              f"`dvc remote modify --local {name} access_key_id ...`; nothing was trained")
+
+
+def _remote_has_keys(root: Path, name: str) -> bool:
+    proc = subprocess.run([dvc_exe(), "config", f"remote.{name}.access_key_id"], cwd=root, capture_output=True,
+                          text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
 def push_to_remote(root: Path) -> str:
     """`dvc push --run-cache` to the default remote; returns DVC's one-line summary."""
     with repo_lock(root):
