@@ -376,28 +376,16 @@ def _quiet() -> Iterator[None]:
 
 
 def _context(gx: Any, docs_dir: Path | None) -> Any:
-    """An in-memory GE context (nothing written but the docs site), progress bars off."""
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    sites = {}
-    if docs_dir is not None:
-        sites[_SITE] = {
+    """An ephemeral GE context (stores in memory) with our Data Docs site, when asked for, at `docs_dir`."""
+    ctx = gx.get_context(mode="ephemeral")
+    # Progress bars off: a dict is what the context reads ("globally"), no config class needed.
+    ctx.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    if docs_dir is not None:  # the site config as GE's "Host and share Data Docs" guide writes it
+        ctx.add_data_docs_site(site_name=_SITE, site_config={
             "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        }
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        data_docs_sites=sites,
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False),
-    )
-    return gx.get_context(project_config=config, mode="ephemeral")
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)}})
+    return ctx
 
 
 def _entry(check: _Check, er: Any) -> dict:
@@ -438,8 +426,11 @@ def _entry(check: _Check, er: Any) -> dict:
     return entry
 
 
-def _run_suite(gx: Any, ctx: Any, checks: list[_Check], tables: dict[str, pd.DataFrame]) -> list[dict]:
-    """One pandas asset, suite and validation definition per table; results back in check order."""
+def _run_suite(gx: Any, ctx: Any, checks: list[_Check], tables: dict[str, pd.DataFrame], docs: bool) -> list[dict]:
+    """One pandas asset, suite, validation definition and Checkpoint per table (each table is its own dataframe,
+    given at run time); the Checkpoint's UpdateDataDocsAction writes the Data Docs. Results back in check order."""
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
     source = ctx.data_sources.add_pandas("genops")
     by_name: dict[str, Any] = {}
     for table, df in tables.items():
@@ -450,13 +441,15 @@ def _run_suite(gx: Any, ctx: Any, checks: list[_Check], tables: dict[str, pd.Dat
             ch.expectation.meta = {"check": ch.name}
             suite.add_expectation(ch.expectation)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"genops_{table}", data=batch, suite=suite))
-        result = vd.run(
-            batch_parameters={"dataframe": df},
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[_SITE])] if docs else []
+        checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+            name=f"genops_{table}", validation_definitions=[vd], actions=actions,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": _N_EXAMPLES,
-                           "unexpected_index_column_names": [_ID_COLUMN[table]]},
-        )
-        for er in result.results:
-            by_name[(er.expectation_config.meta or {}).get("check")] = er
+                           "unexpected_index_column_names": [_ID_COLUMN[table]]}))
+        outcome = checkpoint.run(batch_parameters={"dataframe": df})
+        for result in outcome.run_results.values():
+            for er in result.results:
+                by_name[(er.expectation_config.meta or {}).get("check")] = er
     entries = []
     for ch in checks:
         er = by_name.get(ch.name)
@@ -502,11 +495,9 @@ def validate(p: ValidationConfig, prepared_dir: Path, report_dir: Path) -> Valid
         docs_cm = atomic_dir(docs_path) if p.data_docs else contextlib.nullcontext(None)
         with docs_cm as docs_tmp:
             ctx = _context(gx, docs_tmp)
-            entries = _run_suite(gx, ctx, checks, tables)
-            if docs_tmp is not None:
-                ctx.build_data_docs(site_names=[_SITE])
-                if not (docs_tmp / "index.html").is_file():
-                    raise GenopsError(f"validate: Great Expectations wrote no index.html under {docs_path}")
+            entries = _run_suite(gx, ctx, checks, tables, docs_tmp is not None)
+            if docs_tmp is not None and not (docs_tmp / "index.html").is_file():
+                raise GenopsError(f"validate: Great Expectations wrote no index.html under {docs_path}")
     if not p.data_docs and docs_path.exists():
         shutil.rmtree(docs_path)  # stale docs would describe another run
 
