@@ -31,6 +31,12 @@ def stage_family(name: str) -> str | None:
     return key if key in FAMILIES else None
 
 
+# Why DVC's internal `Repo().index.graph`: the flow needs each resolved stage (foreach/matrix expanded) with its
+# command and its edges, and no public API gives the commands (`dvc dag --dot` gives the edges, `dvc stage list`
+# the names, dvc.api neither). tests/orchestration/test_dvc_graph.py pins this graph to those two public outputs,
+# so a DVC release that changes the internals fails there, not in a run.
+
+
 def stage_waves(root: Path, families: list[str] | None = None) -> list[list[StageInfo]]:
     """DVC's stages in dependency order, grouped so each group depends only on earlier groups."""
     import networkx as nx
