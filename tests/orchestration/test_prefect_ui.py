@@ -270,6 +270,7 @@ def test_changed_data_emits_once_and_the_trigger_starts_the_retraining_deploymen
         for i in range(3):
             Image.new("L", (8, 8), color=40 * i + int(label)).save(root / "data" / "raw" / "toy" / label / f"{i}.png")
     shutil.copy(PROJECT / "params.yaml", root / "params.yaml")
+    shutil.copy(PROJECT / "dvc.yaml", root / "dvc.yaml")
     write_params(root, {"data.source": "data/raw/toy"})
     resource = "genops.dataset.data/raw/toy"
 
@@ -362,3 +363,18 @@ def test_output_lines_are_complete_bounded_and_rate_limited():
     assert [r.getMessage() for r in records[:5]] == [f"line {i}" for i in range(5)]
     assert forward.sent == 5 and forward.dropped == 7
     assert records[-1].levelno == logging.WARNING and "7 output lines not forwarded" in records[-1].getMessage()
+
+
+def test_a_source_dvc_does_not_track_is_not_watched(tmp_path):
+    from genops.errors import GenopsError
+    from genops.orchestration.data_watch import check_data
+
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "elsewhere" / "a.png")
+    shutil.copy(PROJECT / "dvc.yaml", tmp_path / "dvc.yaml")
+    with pytest.raises(GenopsError, match=r"'elsewhere' .* is not a DVC dependency of prepare \(data/raw\)"):
+        check_data(tmp_path, "elsewhere")
+    (tmp_path / "data" / "raw" / "mine").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(tmp_path / "data" / "raw" / "mine" / "a.png")
+    assert check_data(tmp_path, "data/raw/mine")["files"] == 1
+    assert check_data(tmp_path, "digits")["baseline"]  # a bundled dataset: nothing to track

@@ -80,8 +80,30 @@ def fingerprint(source: str, root: Path, known: dict[str, list] | None = None) -
     return digest.hexdigest()[:16], files
 
 
+def require_tracked(source: str, root: Path) -> None:
+    """Refuse to watch a source DVC does not see: outside the `prepare` stage's dependencies (data/raw/), a
+    change would start a retrain in which `dvc repro` finds nothing changed and does nothing. The bundled
+    datasets change only with their package, which is not watched data."""
+    import yaml
+
+    if source in _BUNDLED:
+        return
+    path = (Path(source) if Path(source).is_absolute() else root / source).resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise GenopsError(f"{root} has no dvc.yaml: there is no pipeline for a data change to retrain")
+    deps = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}).get("prepare", {}).get("deps", [])
+    tracked = [(root / d).resolve() for d in deps if not str(d).startswith("src/")]
+    if not any(path == t or t in path.parents for t in tracked):
+        raise GenopsError(f"data.source={source!r} ({path}) is not a DVC dependency of prepare "
+                          f"({', '.join(str(t.relative_to(root.resolve())) for t in tracked)}): a change there would "
+                          "start a retrain that DVC sees nothing to do for. Move or copy the data under data/raw/ "
+                          "(or add its path to prepare's deps in dvc.yaml) before watching it")
+
+
 def check_data(root: Path, source: str) -> dict:
-    """Compare the source's fingerprint with the last one seen; nothing is written (see `remember`)."""
+    """Compare the source's fingerprint with the last one seen; nothing is written (see `remember`). A source
+    DVC does not track is refused (require_tracked)."""
+    require_tracked(source, root)
     state_path = root / STATE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     same_source = state.get("source") == source
