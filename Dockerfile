@@ -13,9 +13,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends git make && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install -e ".[cuda]"
+RUN pip install -e ".[cuda,dask]" -c constraints.txt
 
 # The rest of the repository (dvc.yaml, params.yaml, flows/, .dvc/, .git/): DVC needs the git repo.
 COPY . .

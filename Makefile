@@ -5,15 +5,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup run smoke test lint bench mlflow-ui prefect-server retrain clean stack-up stack-down stack-status
+.PHONY: constraints setup run smoke test lint bench mlflow-ui prefect-server retrain clean stack-up stack-down stack-status
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,stack]"
+	$(PY) -m pip install -q -e ".[dev,stack,dask]" -c constraints.txt
 	touch $@
+
+constraints: setup  ## after a deliberate upgrade: write what .venv holds as the tested versions
+	{ head -2 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new && \
+	  mv constraints.new constraints.txt
 
 run: setup          ## the whole pipeline (Prefect flow over the DVC stages) on the bundled MNIST digits
 	genops pipeline

@@ -283,7 +283,10 @@ def _task_runner(orchestration):
     """Threads by default; prefect-dask's DaskTaskRunner (a LocalCluster, or an existing scheduler) for dask."""
     if orchestration.runner == "local":
         return ThreadPoolTaskRunner(max_workers=orchestration.max_parallel)
-    from prefect_dask import DaskTaskRunner
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise GenopsError("orchestration.runner=dask needs prefect-dask: pip install -e '.[dask]'") from None
 
     dask = orchestration.dask
     if dask.address:
