@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.error
+import urllib.request
+
 import pytest
 
 from tests.conftest import env_for, make_project, run
@@ -19,3 +24,20 @@ def registered(tmp_path_factory):
     env = env_for(root, tmp)
     run(["dvc", "repro", "register@diffusion", "register-stacked@diffusion-distilled"], root, env)
     return root, env, tmp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_invocations(port: int, payload: dict, timeout: float = 300) -> tuple[int, dict]:
+    """POST a request to MLflow's scoring server on loopback: (HTTP status, JSON body), errors included."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -9,7 +9,6 @@ family); the REST test starts MLflow's own scoring server on loopback.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run
+from tests.serving.conftest import free_port, post_invocations
 
 MODEL = "genops-diffusion"
 
@@ -49,16 +49,6 @@ def _sample(root, env, tmp, name, *args):
         return npz["images"]
 
 
-def _post(port, payload):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_pyfunc_and_rest_return_the_images_genops_sample_makes(registered):
     root, env, tmp = registered
     plain = _sample(root, env, tmp, "plain", "--n", "3", "--seed", "5")
@@ -70,9 +60,7 @@ def test_pyfunc_and_rest_return_the_images_genops_sample_makes(registered):
     assert np.array_equal(got[0], plain) and np.array_equal(got[1], fast)
     assert not np.array_equal(got[0][:2], got[1])  # the options change the answer: they were not ignored
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
                                "local", "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -86,17 +74,17 @@ def test_pyfunc_and_rest_return_the_images_genops_sample_makes(registered):
                 assert server.poll() is None, "mlflow models serve exited"
                 time.sleep(1)
         # JSON as a client writes it: an integer eta, a row without options beside one with them.
-        status, body = _post(port, {"dataframe_records": [{"n": 3, "seed": 5},
-                                                          {"n": 2, "seed": 1, "steps": 2, "eta": 0}]})
+        status, body = post_invocations(port, {"dataframe_records": [{"n": 3, "seed": 5},
+                                                          {"n": 2, "seed": 1, "steps": 2, "eta": 0}]}, timeout=120)
         assert status == 200, body
         answer = [np.array(p, dtype=np.uint8) for p in body["predictions"]]
         assert np.array_equal(answer[0], plain) and np.array_equal(answer[1], fast)
         # Bad requests: 400 with a message naming the column and what was expected.
-        status, body = _post(port, {"dataframe_records": [{"n": 2, "seed": 1, "label": 3}]})
+        status, body = post_invocations(port, {"dataframe_records": [{"n": 2, "seed": 1, "label": 3}]}, timeout=120)
         assert status == 400 and "label=3 given but diffusion is not class-conditional" in body["message"]
-        status, body = _post(port, {"dataframe_records": [{"n": 2, "seed": 1, "steps": 2.5}]})
+        status, body = post_invocations(port, {"dataframe_records": [{"n": 2, "seed": 1, "steps": 2.5}]}, timeout=120)
         assert status == 400 and "request column 'steps': expected int" in body["message"]
-        status, body = _post(port, {"dataframe_records": [{"n": 0, "seed": 1}]})
+        status, body = post_invocations(port, {"dataframe_records": [{"n": 0, "seed": 1}]}, timeout=120)
         assert status == 400 and "n=0" in body["message"]
     finally:
         import os

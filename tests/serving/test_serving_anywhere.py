@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,14 +26,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import BIN, run
+from tests.serving.conftest import free_port, post_invocations
 
 MODEL_URI = "models:/genops-diffusion@champion"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(port: int, proc: subprocess.Popen, path: str, seconds: float, log: Path) -> None:
@@ -63,16 +57,6 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _post(port: int, payload: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def _pyenv() -> str:
     found = shutil.which("pyenv") or str(Path.home() / ".pyenv" / "bin" / "pyenv")
     assert Path(found).is_file(), "MLflow's virtualenv env manager needs pyenv (https://github.com/pyenv/pyenv)"
@@ -85,7 +69,7 @@ def anywhere(registered):
     root, env, tmp = registered
     fresh = tmp / "elsewhere"  # a directory that is not the project
     fresh.mkdir(exist_ok=True)
-    tracking_port, serve_port = _port(), _port()
+    tracking_port, serve_port = free_port(), free_port()
     server = _start([str(BIN / "mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
                      "--host", "127.0.0.1", "--port", str(tracking_port), "--workers", "1"], fresh, env,
                     tmp / "tracking.log")
@@ -151,29 +135,29 @@ def test_rest_from_the_built_environment_answers_what_genops_sample_makes(regist
     port = anywhere["port"]
     plain = _sample(registered, "plain", "--n", "3", "--seed", "5")
     fast = _sample(registered, "fast", "--n", "2", "--seed", "1", "--steps", "2", "--eta", "0")
-    status, body = _post(port, {"dataframe_records": [{"n": 3, "seed": 5}, {"n": 2, "seed": 1, "steps": 2,
+    status, body = post_invocations(port, {"dataframe_records": [{"n": 3, "seed": 5}, {"n": 2, "seed": 1, "steps": 2,
                                                                             "eta": 0}]})
     assert status == 200, body
     assert np.array_equal(np.array(body["predictions"][0], np.uint8), plain)
     assert np.array_equal(np.array(body["predictions"][1], np.uint8), fast)
     # The request budget: images and network passes, summed over the request's rows, refused before any work.
     # The server runs with GENOPS_SERVE_MAX_WORK=5000 (the fixture), overriding the registered 65,536.
-    status, body = _post(port, {"dataframe_records": [{"n": 1000, "seed": 0}, {"n": 100, "seed": 1}]})
+    status, body = post_invocations(port, {"dataframe_records": [{"n": 1000, "seed": 0}, {"n": 100, "seed": 1}]})
     assert status == 400 and "1100 images" in body["message"] and "serving.max_images" in body["message"]
-    status, body = _post(port, {"dataframe_records": [{"n": 200, "seed": 0, "steps": 20},
+    status, body = post_invocations(port, {"dataframe_records": [{"n": 200, "seed": 0, "steps": 20},
                                                       {"n": 60, "seed": 1, "steps": 20}]})
     assert status == 400 and "costs 5200 network passes" in body["message"], body
     assert "at most 5000" in body["message"] and "GENOPS_SERVE_MAX_WORK" in body["message"]
-    status, body = _post(port, {"dataframe_records": [{"n": 200, "seed": 0, "steps": 20}]})
+    status, body = post_invocations(port, {"dataframe_records": [{"n": 200, "seed": 0, "steps": 20}]})
     assert status == 200 and len(body["predictions"][0]) == 200  # 4,000 passes: within the limit
 
 
 def test_concurrent_clients_each_get_their_own_seeds_images(registered, anywhere):
     port = anywhere["port"]
     requests = [{"dataframe_records": [{"n": 4, "seed": s}]} for s in range(8)]
-    alone = [_post(port, r) for r in requests]
+    alone = [post_invocations(port, r) for r in requests]
     with ThreadPoolExecutor(4) as pool:
-        together = list(pool.map(lambda r: _post(port, r), requests))
+        together = list(pool.map(lambda r: post_invocations(port, r), requests))
     assert all(s == 200 for s, _ in alone + together)
     for (_, a), (_, b) in zip(alone, together):
         assert a["predictions"] == b["predictions"]
