@@ -95,26 +95,42 @@ def _spawn(layout: StackLayout, service: str, cmd: list[str], env: dict[str, str
     return proc.pid
 
 
-def _record(layout: StackLayout, service: str, pid: int) -> None:
-    """The pidfile names the process by more than its number: its start time and command line, so a pid the
-    kernel has since given to another process (after a crash or a reboot) is never taken for the service."""
-    import psutil
+def _identity(pid: int) -> dict | None:
+    """What names a process for good on Linux: the boot it runs in and its start time in clock ticks since that
+    boot (/proc/<pid>/stat field 22), besides its pid. Wall-clock start times (psutil's create_time) are derived
+    from the boot time, which moves whenever the clock is stepped (NTP, a VM restored from a snapshot): a pidfile
+    compared by them failed on CI's VM. None if the process is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": the comm may hold spaces or parentheses
+    state, start_ticks = fields[0], int(fields[19])
+    if state in ("Z", "X"):
+        return None
+    return {"pid": pid, "boot_id": boot, "start_ticks": start_ticks}
 
-    proc = psutil.Process(pid)
-    with proc.oneshot():
-        record = {"pid": pid, "create_time": proc.create_time(), "cmdline": proc.cmdline()}
+
+def _record(layout: StackLayout, service: str, pid: int) -> None:
+    """The pidfile names the process by more than its number (see `_identity`), so a pid the kernel has since
+    given to another process (after a crash or a reboot) is never taken for the service. The command line is
+    kept for people reading the file."""
+    record = _identity(pid)
+    if record is None:
+        raise GenopsError(f"stack: {service} exited at once; see {layout.log(service)}")
+    record["cmdline"] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
     write_text_atomic(layout.pidfile(service), json.dumps(record) + "\n")
 
 
-def _owned(layout: StackLayout, service: str):
-    """The service's running process (psutil.Process) if the pidfile names a live process that is the one this
-    stack started (same pid, start time and command line); else None, and a stale pidfile is removed."""
-    import psutil
-
+def _owned(layout: StackLayout, service: str) -> int | None:
+    """The service's pid if the pidfile names a live process that is the one this stack started (same boot, pid
+    and start tick); else None, and a stale pidfile is removed."""
     path = layout.pidfile(service)
     try:
         record = json.loads(path.read_text())
-        pid, created, cmdline = int(record["pid"]), float(record["create_time"]), list(record["cmdline"])
+        expected = {"pid": int(record["pid"]), "boot_id": str(record["boot_id"]),
+                    "start_ticks": int(record["start_ticks"])}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -122,16 +138,9 @@ def _owned(layout: StackLayout, service: str):
                     "nothing signalled", path)
         path.unlink(missing_ok=True)
         return None
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            same = abs(proc.create_time() - created) < 0.05 and proc.cmdline() == cmdline
-            zombie = proc.status() == psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        same, zombie = False, False
-    if same and not zombie:
-        return proc
-    log.info("stack: %s is stale (process %d is gone or is another program); removed", path, pid)
+    if _identity(expected["pid"]) == expected:
+        return expected["pid"]
+    log.info("stack: %s is stale (process %d is gone or is another program); removed", path, expected["pid"])
     path.unlink(missing_ok=True)
     return None
 
@@ -141,6 +150,7 @@ def _wait(check, what: str, layout: StackLayout, service: str, timeout: float = 
     last = None
     while time.monotonic() < deadline:
         if service != "postgres" and _owned(layout, service) is None:
+            last = "the process exited"
             break
         try:
             if check():
@@ -315,10 +325,9 @@ def stop(layout: StackLayout, service: str, timeout: float = 20.0) -> bool:
         subprocess.run(_as_pg_user([_pg("pg_ctl"), "-D", str(layout.pg_data), "-m", "fast", "-w", "stop"]),
                        capture_output=True, text=True)
         return True
-    proc = _owned(layout, service)
-    if proc is None:  # not running, or the pid now belongs to someone else: nothing is signalled
+    pid = _owned(layout, service)
+    if pid is None:  # not running, or the pid now belongs to someone else: nothing is signalled
         return False
-    pid = proc.pid
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, sig)  # the service's own process group (it was started in a new session)
@@ -342,8 +351,8 @@ def status(layout: StackLayout) -> dict[str, dict]:
             pid = _pid(layout, service)
             entry = {"pid": pid, "running": bool(pid and _alive(pid))}
         else:
-            proc = _owned(layout, service)
-            entry = {"pid": proc.pid if proc else None, "running": proc is not None}
+            pid = _owned(layout, service)
+            entry = {"pid": pid, "running": pid is not None}
         if service in health and entry["running"]:
             try:
                 entry["healthy"] = _http_ok(health[service])
