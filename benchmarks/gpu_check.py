@@ -25,9 +25,10 @@ def _data(spec_size: int = 28):
     from genops.data.sources import load_source
     from genops.data.tensors import ImageSet
 
-    raw = load_source("mnist5k", ROOT)
-    images = np.stack([im.pixels for im in raw.images]).astype(np.uint8).transpose(0, 3, 1, 2)
-    labels = np.asarray([im.label for im in raw.images], np.int64)
+    with load_source("mnist5k", ROOT) as raw:
+        every = [im for block in raw.blocks() for im in block]
+    images = np.stack([im.pixels for im in every]).astype(np.uint8).transpose(0, 3, 1, 2)
+    labels = np.asarray([im.label for im in every], np.int64)
     return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
 
 

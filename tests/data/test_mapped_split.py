@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from genops.data.npz import member_memmap
 from genops.data.spec import DataSpec
-from genops.data.tensors import load_split, npz_member_memmap
+from genops.data.tensors import load_split
 from genops.models.registry import build_family
 from genops.training.loop import LoopSettings, train
 
@@ -24,7 +25,7 @@ def test_a_split_above_the_threshold_is_mapped_and_batches_identically(prepared)
     folder, images = prepared
     in_memory, mapped = load_split(folder, "train", 1.0), load_split(folder, "train", 0.0)
     assert not in_memory.mapped and mapped.mapped
-    assert isinstance(npz_member_memmap(folder / "train.npz", "images"), np.memmap)
+    assert isinstance(member_memmap(folder / "train.npz", "images"), np.memmap)
     idx = torch.tensor([5, 0, 199, 42])
     a, b = in_memory.batch(idx), mapped.batch(idx)
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and b.x.is_contiguous()

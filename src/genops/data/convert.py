@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 
-from genops.data.sources import RawImage
+from genops.data.sources import RawDataset
 
 
 def value_max_for(dtype: np.dtype, float_max: float) -> float:
@@ -20,12 +18,13 @@ def value_max_for(dtype: np.dtype, float_max: float) -> float:
     return 65535.0  # 16-bit PNG/TIFF (PIL mode I and I;16)
 
 
-def choose_size(images: list[RawImage], image_size, max_size: int) -> tuple[int, int]:
-    """`image_size` if given, else the most common size shrunk so its longer side fits max_size."""
+def choose_size(raw: RawDataset, index: np.ndarray, image_size, max_size: int) -> tuple[int, int]:
+    """`image_size` if given, else the most common size among the images at `index`, shrunk so its longer side
+    fits max_size (sizes come from file headers: nothing is decoded for this)."""
     if image_size:
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         return int(h), int(w)
-    sizes = Counter(im.pixels.shape[:2] for im in images if im.pixels is not None)
+    sizes = raw.sizes(index)
     if not sizes:
         return (max_size, max_size)
     h, w = sizes.most_common(1)[0][0]
@@ -33,16 +32,11 @@ def choose_size(images: list[RawImage], image_size, max_size: int) -> tuple[int,
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def choose_channels(images: list[RawImage], channels) -> int:
-    """`channels` if 1 or 3; 'auto' picks 3 only when some image really has colour."""
+def choose_channels(raw: RawDataset, index: np.ndarray, channels) -> int:
+    """`channels` if 1 or 3; 'auto' picks 3 only when some image at `index` really has colour."""
     if channels in (1, 3):
         return int(channels)
-    for im in images:
-        px = im.pixels
-        if (px is not None and px.shape[-1] == 3
-                and not (np.array_equal(px[..., 0], px[..., 1]) and np.array_equal(px[..., 1], px[..., 2]))):
-            return 3
-    return 1
+    return 3 if raw.has_colour(index) else 1
 
 
 def to_uint8(pixels: np.ndarray, size: tuple[int, int], channels: int, float_max: float) -> np.ndarray:

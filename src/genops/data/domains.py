@@ -53,7 +53,9 @@ def convert_to_spec(raw: RawDataset, spec: DataSpec, what: str) -> tuple[np.ndar
     to_main = {i: spec.class_names.index(n) if n in spec.class_names else -1 for i, n in enumerate(names)}
     arrays, labels, kept = [], [], []
     repairs: dict[str, list[str]] = {}
-    for im in raw.images:
+    seen_labels: set[int] = set()
+    for im in (im for block in raw.blocks() for im in block):
+        seen_labels.add(im.label)
         if im.pixels is None:
             repairs.setdefault(f"skipped unreadable ({im.error.split(':')[0]})", []).append(im.name)
             continue
@@ -72,9 +74,9 @@ def convert_to_spec(raw: RawDataset, spec: DataSpec, what: str) -> tuple[np.ndar
         labels.append(to_main.get(im.label, -1) if im.label >= 0 else -1)
         kept.append(im.name)
     for kind, files in repairs.items():
-        log.warning("%s: %s: %d of %d images (%s%s)", what, kind, len(files), len(raw.images),
+        log.warning("%s: %s: %d of %d images (%s%s)", what, kind, len(files), len(raw),
                     ", ".join(files[:NAMED]), ", ..." if len(files) > NAMED else "")
-    unmapped = sorted({names[im.label] for im in raw.images if 0 <= im.label < len(names)} - set(spec.class_names))
+    unmapped = sorted({names[y] for y in seen_labels if 0 <= y < len(names)} - set(spec.class_names))
     if unmapped and spec.class_names:
         log.warning("%s: classes %s are not classes of the training data: those images count as unlabeled", what,
                     ", ".join(unmapped[:10]))
@@ -93,9 +95,11 @@ def load_domain(family: str, role: str, source: str, root: Path, spec: DataSpec,
     except GenopsError as exc:
         raise GenopsError(f"{key}={source!r}: could not be read as a data source (expected one of "
                           f"{', '.join(BUILTIN_SOURCES)}, a folder of images or an .npz file): {exc}") from None
-    images, labels, _ = convert_to_spec(raw, spec, key)
+    with raw:
+        images, labels, _ = convert_to_spec(raw, spec, key)
+        total = len(raw)
     if len(images) < MIN_IMAGES:
-        raise GenopsError(f"{key}={source!r}: {len(images)} readable images of {len(raw.images)}; at least "
+        raise GenopsError(f"{key}={source!r}: {len(images)} readable images of {total}; at least "
                           f"{MIN_IMAGES} are needed (a training and a held-out split)")
     is_test = stratified_split(labels, test_fraction, seed)
     if is_test.all() or not is_test.any():

@@ -8,14 +8,14 @@ bit-identical training; each batch is converted to float on the device's side of
 
 from __future__ import annotations
 
-import struct
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from genops.data.npz import member_memmap
 
 
 @dataclass
@@ -90,7 +90,7 @@ def split_arrays(prepared_dir: Path, split: str, mmap: bool = False) -> tuple[np
     """The split's (images N x H x W x C uint8, labels int64) arrays, read whole or memory-mapped."""
     path = Path(prepared_dir) / f"{split}.npz"
     if mmap:
-        return npz_member_memmap(path, "images"), npz_member_memmap(path, "labels")
+        return member_memmap(path, "images"), member_memmap(path, "labels")
     with np.load(path, allow_pickle=False) as npz:
         return npz["images"], npz["labels"]
 
@@ -105,27 +105,3 @@ def load_split(prepared_dir: Path, split: str, in_memory_max_mb: float | None = 
                         mapped=True)
     return ImageSet(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
                     torch.from_numpy(labels.astype(np.int64)))
-
-
-def npz_member_memmap(path: Path, key: str) -> np.ndarray:
-    """A copy-on-write memory map of `key` inside an uncompressed .npz.
-
-    Why by hand: np.load ignores mmap_mode for .npz archives. np.savez stores each member uncompressed, so a
-    member is a plain .npy file at a fixed offset; this finds that offset from the zip's local header and maps
-    the array after the .npy header (zip64 extras included, via the local header's extra-field length)."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f"{path}: {key}.npy is compressed and cannot be memory-mapped (write it with np.savez)")
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-        if local[:4] != b"PK\x03\x04":
-            raise ValueError(f"{path}: no zip local header for {key}.npy")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        fh.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(fh)
-        offset = fh.tell()
-    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape, order="F" if fortran else "C")

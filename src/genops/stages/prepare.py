@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ import numpy as np
 
 from genops.config import Params
 from genops.data.convert import choose_channels, choose_size, to_uint8
+from genops.data.npz import NpzWriter
 from genops.data.sources import RawImage, load_source
 from genops.data.spec import DataSpec
-from genops.data.split import split_hash, stratified_split
+from genops.data.split import stratified_split
 from genops.errors import GenopsError
 from genops.storage.atomic import atomic_dir, write_json_atomic
 from genops.storage.paths import ProjectPaths
@@ -53,74 +55,149 @@ def _row(index: int, im: RawImage, float_max: float) -> dict:
 
 
 def prepare_stage(params: Params, root: Path, out_dir: Path | None = None) -> PrepareResult:
-    """Write train.npz, test.npz, metadata.csv and spec.json into data/prepared (replaced atomically)."""
-    import pandas as pd
+    """Write train.npz, test.npz, metadata.csv and spec.json into data/prepared (replaced atomically).
 
+    Streamed: images are read, converted and written block by block (to a scratch file in the new folder, then
+    split into train/test), so peak memory does not grow with the number of images beyond a few bytes of label
+    and split per image (benchmarks/data_scale.json: 1M and 5M images)."""
     out_dir = out_dir or ProjectPaths(root).prepared
     data = params.data
     seed = params.seed
-    raw = load_source(data.source, root)
-    images = raw.images
-    limit = data.limit
-    if limit and len(images) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(images), limit, replace=False))
-        images = [images[i] for i in keep]
-    image_size = list(data.image_size) if isinstance(data.image_size, tuple) else data.image_size
-    size = choose_size(images, image_size, data.max_size)
-    channels = choose_channels(images, data.channels)
-    log.info("prepare: %d images from %s -> %dx%dx%d", len(images), data.source, size[0], size[1], channels)
-
-    if min(size) < MIN_SIZE:
-        raise GenopsError(f"data.source={data.source!r}: images would be prepared at {size[0]}x{size[1]}, below the "
-                          f"{MIN_SIZE}x{MIN_SIZE} the networks need (the most common size in the data, or "
-                          f"data.image_size); set data.image_size to at least {MIN_SIZE}")
-
-    rows, arrays, labels = [], [], []
-    for i, im in enumerate(images):
-        row = _row(i, im, raw.value_max)
-        if im.pixels is not None:
-            x = to_uint8(im.pixels, size, channels, raw.value_max)
-            arrays.append(x)
-            labels.append(im.label)
-            row.update(prep_height=x.shape[0], prep_width=x.shape[1], prep_channels=x.shape[2],
-                       sha1=hashlib.sha1(x.tobytes()).hexdigest())
-        else:
-            row.update(prep_height=-1, prep_width=-1, prep_channels=-1, sha1="")
-        row["repair"] = "; ".join(_repairs(im, size, channels))
-        rows.append(row)
-    if not arrays:
-        raise GenopsError(f"data.source={data.source!r}: none of the {len(images)} images could be read")
-
-    x_all = np.stack(arrays)
-    y_all = np.asarray(labels, dtype=np.int64)
-    is_test = stratified_split(y_all, data.test_fraction, seed)
-    readable_rows = [r for r in rows if r["readable"]]
-    for r, t in zip(readable_rows, is_test):
-        r["split"] = "test" if t else "train"
-    for r in rows:
-        r.setdefault("split", "dropped")
-
-    data_hash = split_hash(x_all, y_all, is_test)
-    num_classes = len(raw.class_names) if (y_all >= 0).any() else 0
-    spec = DataSpec(size[0], size[1], channels, num_classes, raw.class_names if num_classes else [])
-
-    repairs = repair_summary(rows)
-    with atomic_dir(out_dir) as tmp:
-        np.savez(tmp / "train.npz", images=x_all[~is_test], labels=y_all[~is_test])
-        np.savez(tmp / "test.npz", images=x_all[is_test], labels=y_all[is_test])
-        pd.DataFrame(rows).to_csv(tmp / "metadata.csv", index=False)
-        write_json_atomic(tmp / "spec.json", {**spec.to_dict(), "n_train": int((~is_test).sum()),
-                                               "n_test": int(is_test.sum()), "source": data.source,
-                                               "data_hash": data_hash})
-        write_json_atomic(tmp / REPAIRS, {kind: {"count": len(files), "files": files}
-                                          for kind, files in repairs.items()})
-    dropped = len(rows) - len(arrays)
+    with load_source(data.source, root) as raw:
+        index = np.arange(len(raw))
+        if data.limit and len(raw) > data.limit:
+            index = np.sort(np.random.default_rng(seed).choice(len(raw), data.limit, replace=False))
+        image_size = list(data.image_size) if isinstance(data.image_size, tuple) else data.image_size
+        size = choose_size(raw, index, image_size, data.max_size)
+        channels = choose_channels(raw, index, data.channels)
+        log.info("prepare: %d images from %s -> %dx%dx%d", len(index), data.source, size[0], size[1], channels)
+        if min(size) < MIN_SIZE:
+            raise GenopsError(f"data.source={data.source!r}: images would be prepared at {size[0]}x{size[1]}, below "
+                              f"the {MIN_SIZE}x{MIN_SIZE} the networks need (the most common size in the data, or "
+                              f"data.image_size); set data.image_size to at least {MIN_SIZE}")
+        with atomic_dir(out_dir) as tmp:
+            scratch = _Scratch(tmp, (size[0], size[1], channels), len(index))
+            try:
+                repairs = _convert(raw, index, size, channels, scratch, params.train.progress)
+                if not scratch.n_ok:
+                    raise GenopsError(f"data.source={data.source!r}: none of the {len(index)} images could be read")
+                result = _write_splits(scratch, tmp, data, seed, raw.class_names, repairs)
+            finally:
+                scratch.remove()
     for kind, files in repairs.items():
         shown = ", ".join(files[:NAMED])
         log.warning("prepare: %s %d of %d images (%s%s; all in metadata.csv, column repair, and the validation "
-                    "report; validation.strict: true refuses them)", kind, len(files), len(rows), shown,
+                    "report; validation.strict: true refuses them)", kind, len(files), len(index), shown,
                     ", ..." if len(files) > NAMED else "")
-    return PrepareResult(spec, int((~is_test).sum()), int(is_test.sum()), dropped, data_hash, repairs)
+    return result
+
+
+class _Scratch:
+    """What the conversion pass leaves for the split: the converted readable images back to back in one raw file,
+    their labels, which rows were readable, and the metadata rows (all columns but `split`)."""
+
+    def __init__(self, folder: Path, image_shape: tuple[int, int, int], n_rows: int):
+        self.image_shape = image_shape
+        self.pixels_path, self.rows_path = folder / ".converted.u8", folder / ".rows.csv"
+        self.labels = np.empty(n_rows, np.int64)
+        self.readable = np.zeros(n_rows, bool)
+        self.n_ok = 0
+
+    def blocks(self, rows: int = 8192):
+        """The converted images in order, `rows` at a time (sequential reads: nothing is mapped)."""
+        item = int(np.prod(self.image_shape))
+        with open(self.pixels_path, "rb") as fh:
+            for start in range(0, self.n_ok, rows):
+                k = min(rows, self.n_ok - start)
+                yield np.frombuffer(fh.read(k * item), np.uint8).reshape(k, *self.image_shape)
+
+    def remove(self) -> None:
+        self.pixels_path.unlink(missing_ok=True)
+        self.rows_path.unlink(missing_ok=True)
+
+
+def _convert(raw, index: np.ndarray, size: tuple[int, int], channels: int, scratch: _Scratch,
+             progress: bool) -> dict[str, list[str]]:
+    """One pass over the source: each block decoded, described, converted and appended to the scratch files.
+    Returns the repairs (kind -> files, in source order)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    repairs: dict[str, list[str]] = {}
+    position = 0
+    quiet = {} if progress else {"disable": True}  # left unset otherwise, so TQDM_DISABLE still applies
+    with (open(scratch.pixels_path, "wb") as pixels, open(scratch.rows_path, "w", newline="") as rows_out,
+          tqdm(total=len(index), desc="prepare", unit="img", leave=False, **quiet) as bar):
+        for block in raw.blocks(index):
+            rows = []
+            for im in block:
+                row = _row(position, im, raw.value_max)
+                if im.pixels is not None:
+                    x = to_uint8(im.pixels, size, channels, raw.value_max)
+                    pixels.write(x.tobytes())
+                    scratch.labels[scratch.n_ok] = im.label
+                    scratch.readable[position] = True
+                    scratch.n_ok += 1
+                    row.update(prep_height=x.shape[0], prep_width=x.shape[1], prep_channels=x.shape[2],
+                               sha1=hashlib.sha1(x.tobytes()).hexdigest())
+                else:
+                    row.update(prep_height=-1, prep_width=-1, prep_channels=-1, sha1="")
+                row["repair"] = "; ".join(_repairs(im, size, channels))
+                rows.append(row)
+                position += 1
+            pd.DataFrame(rows).to_csv(rows_out, header=rows_out.tell() == 0, index=False)
+            for kind, files in repair_summary(rows).items():
+                repairs.setdefault(kind, []).extend(files)
+            bar.update(len(block))
+    return repairs
+
+
+def _write_splits(scratch: _Scratch, tmp: Path, data, seed: int, class_names: list[str],
+                  repairs: dict[str, list[str]]) -> PrepareResult:
+    """The seeded split over the readable images, train.npz/test.npz written from the scratch file, the hash of
+    the split (same bytes, same order as `split_hash`), metadata.csv with its `split` column, spec.json."""
+    y_all = scratch.labels[:scratch.n_ok]
+    is_test = stratified_split(y_all, data.test_fraction, seed)
+    digest = hashlib.sha256()
+    for name, in_split in (("train", ~is_test), ("test", is_test)):
+        shape = (int(in_split.sum()), *scratch.image_shape)
+        with NpzWriter(tmp / f"{name}.npz") as npz:
+            npz.add("images", shape, np.uint8, _hashed(_select(scratch.blocks(), in_split), digest))
+            npz.add("labels", (shape[0],), np.int64, _hashed([y_all[in_split]], digest))
+    _write_metadata(scratch, is_test, tmp / "metadata.csv")
+    data_hash = digest.hexdigest()[:16]
+    num_classes = len(class_names) if (y_all >= 0).any() else 0
+    spec = DataSpec(*scratch.image_shape, num_classes, class_names if num_classes else [])
+    n_train, n_test = int((~is_test).sum()), int(is_test.sum())
+    write_json_atomic(tmp / "spec.json", {**spec.to_dict(), "n_train": n_train, "n_test": n_test,
+                                          "source": data.source, "data_hash": data_hash})
+    write_json_atomic(tmp / REPAIRS, {kind: {"count": len(files), "files": files} for kind, files in repairs.items()})
+    return PrepareResult(spec, n_train, n_test, len(scratch.readable) - scratch.n_ok, data_hash, repairs)
+
+
+def _select(blocks, keep: np.ndarray):
+    start = 0
+    for block in blocks:
+        yield block[keep[start:start + len(block)]]
+        start += len(block)
+
+
+def _hashed(blocks, digest):
+    for block in blocks:
+        block = np.ascontiguousarray(block)
+        digest.update(block.tobytes())
+        yield block
+
+
+def _write_metadata(scratch: _Scratch, is_test: np.ndarray, path: Path) -> None:
+    """metadata.csv: the scratch rows with `split` appended (train/test for readable rows, else dropped), rewritten
+    with the csv module's quoting, which is what pandas wrote them with."""
+    split = iter(np.where(is_test, "test", "train").tolist())
+    with open(scratch.rows_path, newline="") as src, open(path, "w", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
+        writer.writerow([*next(reader), "split"])
+        for row, ok in zip(reader, scratch.readable.tolist(), strict=True):
+            writer.writerow([*row, next(split) if ok else "dropped"])
 
 
 def _repairs(im: RawImage, size: tuple[int, int], channels: int) -> list[str]:

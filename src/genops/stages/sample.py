@@ -87,7 +87,8 @@ def _translate_folder(generator, folder: Path, root: Path, direction: str) -> tu
     family = generator.family
     if family.translate(torch.zeros(0, *family.spec.shape), direction) is None:
         raise GenopsError(f"{family.name} does not translate images, so it takes no --input; cyclegan does")
-    images, _, kept = convert_to_spec(load_source(str(folder.resolve()), root), family.spec, f"--input {folder}")
+    with load_source(str(folder.resolve()), root) as raw:
+        images, _, kept = convert_to_spec(raw, family.spec, f"--input {folder}")
     if not len(images):
         raise GenopsError(f"--input {folder}: none of its images could be read")
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255
