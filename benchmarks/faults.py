@@ -1,23 +1,30 @@
 """Fault injection into real pipeline runs at tiny sizes -> benchmarks/faults.json (trials / survived / lost per fault).
 
-    .venv/bin/python benchmarks/faults.py                    # every fault kind (~15 minutes on 2 CPU cores)
-    .venv/bin/python benchmarks/faults.py --kinds kill,corrupt --kill-trials 3 --seed 1
+    .venv/bin/python benchmarks/faults.py                    # every kind at volume (~1 hour on 2 CPU cores)
+    .venv/bin/python benchmarks/faults.py --kinds kill,corrupt --kill-trials 3 --seed 1 --jobs 1
 
 Each trial works in a fresh clone of this repository's HEAD (its own git + DVC repo, SQLite MLflow store or a
 local `mlflow server`, Prefect home), trains the `vae` family at test sizes and checks, after the fault and a
 rerun, what a team relies on:
 
 - kill:      `genops pipeline` killed with SIGKILL (its whole process group) at a seeded random moment inside a
-             chosen stage (train, evaluate, export, register, or just after register: the DVC commit); the rerun
-             must finish, its final weights and metrics must equal an uninterrupted run's bit for bit (CPU), every
-             registered version must hold all its files with the hashes recorded in its tags, @champion must
-             resolve to such a version, exactly one version may exist (the same files are never registered twice)
-             and `dvc status` must be clean.
+             phase, cycling over every stage (prepare, validate, evaluator, train, evaluate, export, register,
+             compare), the `dvc commit` that follows a stage, and the final `dvc push` to the workspace's DVC
+             remote (a local folder); the moment is a seeded fraction of that phase's length in the uninterrupted
+             reference run, and the phase the kill really landed in is recorded. The rerun must finish, its final
+             weights and metrics must equal the reference's bit for bit (CPU), every registered version must hold
+             all its files with the hashes recorded in its tags, @champion must resolve to such a version, exactly
+             one version may exist (the same files are never registered twice), `dvc status` must be clean and
+             the remote must hold every output (`dvc status --cloud`).
 - twice:     a second `genops pipeline` started in the same workspace while the first runs: it must be refused at
              once with a message naming the running one; the first must finish and pass the same checks.
 - tracking:  the MLflow server (local `mlflow server` on 127.0.0.1, SQLite backend) killed as register starts and
-             restarted 3 s later: Prefect retries the transient failure (retry_condition_fn) and the run registers
-             exactly one version.
+             restarted after each of TRACKING_DOWN_S: outages shorter than the retry schedule (flow.RETRY_DELAYS_S,
+             10 + 30 + 90 s) must be bridged by Prefect's retries of the transient failure and register exactly
+             one complete version; a longer one must fail the run with the server named and nothing half
+             registered, and a rerun once the server is back must register exactly one complete version.
+- together:  three pipelines in three clones started at once against one MLflow server: all finish, three
+             complete versions, @champion on a complete one, each clone's weights equal to the reference's.
 - disk_full: the finished workspace copied onto a small tmpfs filled up to a few kB (needs root for `mount`):
              `genops export` and `genops train` (a new fingerprint) must fail with a clear message, the previous
              export and checkpoint intact (same hashes).
@@ -39,7 +46,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from genops.storage.integrity import sha256_of
@@ -57,8 +66,13 @@ SETTINGS = {
     "evaluate.kid_subset_size": 24, "evaluator.steps": 20, "evaluator.width": 8, "validation.min_rows": 50,
     "validation.min_per_class": 2, "vae.widths": [8, 16],
 }
-KILL_PHASES = ["train", "evaluate", "export", "register", "commit"]
-TRACKING_DOWN_S = 20  # how long the tracking server stays dead in the tracking trial
+STAGES = ["prepare", "validate", "evaluator", f"train@{FAMILY}", f"evaluate@{FAMILY}", f"export@{FAMILY}",
+          f"register@{FAMILY}", "compare"]
+KILL_PHASES = [s.split("@")[0] for s in STAGES] + ["commit", "push"]
+COMMIT_AFTER = ["prepare", f"train@{FAMILY}", f"export@{FAMILY}", f"register@{FAMILY}"]  # outputs worth committing
+PUSH_MARK = "dvc push --run-cache to the default remote"
+TRACKING_DOWN_S = [3, 15, 45, 100, 200]  # the retries bridge 10 + 30 + 90 s (plus MLflow's own client retries)
+RETRY_BUDGET_S = 130
 
 
 def _env(work: Path, tracking: str | None = None) -> dict[str, str]:
@@ -88,6 +102,9 @@ def _workspace(work: Path) -> Path:
     params = apply_overrides(yaml.safe_load((root / "params.yaml").read_text()), SETTINGS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / "prefect").mkdir(parents=True, exist_ok=True)
+    # a DVC remote (a local folder, in the untracked config.local) so the flow ends with `dvc push`
+    subprocess.run([str(BIN / "dvc"), "remote", "add", "--local", "-d", "faults", str(work / "remote")], cwd=root,
+                   check=True, capture_output=True)
     return root
 
 
@@ -100,16 +117,51 @@ def _run(cmd: list[str], root: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
 
 
-def _stage_log(proc: subprocess.Popen, until: str | None, timeout: float = 900) -> str | None:
-    """Read the pipeline's stderr until a line containing `until` (returned) or the end (None)."""
-    deadline = time.monotonic() + timeout
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if until and until in line:
-            return line
-        if time.monotonic() > deadline:
-            break
-    return None
+class _Watch:
+    """Drains a pipeline's stderr in a thread (a full pipe would stall it), timestamping every line, and
+    remembering the last phase marker seen: which stage was running, when."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.t0, self.lines = proc, time.monotonic(), []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic() - self.t0, line))
+
+    def wait_for(self, marker: str, timeout: float = 900) -> float | None:
+        """Seconds since start at which a line holding `marker` appeared, or None at the end or the timeout."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            for t, line in self.lines[seen:]:
+                if marker in line:
+                    return t
+            seen = len(self.lines)
+            if not self._thread.is_alive() and seen == len(self.lines):
+                return None
+            time.sleep(0.02)
+        return None
+
+    def marks(self) -> list[tuple[float, str]]:
+        """(time, phase) for every stage start and the push, in order."""
+        out = []
+        for t, line in self.lines:
+            if line.startswith("--- "):
+                out.append((t, line[4:].split(":", 1)[0]))
+            elif PUSH_MARK in line:
+                out.append((t, "push"))
+        return out
+
+    def phase_at(self, t: float) -> str | None:
+        before = [name for at, name in self.marks() if at <= t]
+        return before[-1] if before else None
+
+    def text(self) -> str:
+        self._thread.join(timeout=30)
+        return "".join(line for _, line in self.lines)
 
 
 def _weights(root: Path) -> dict[str, str]:
@@ -169,6 +221,8 @@ def _checks(root: Path, env: dict, reference: dict | None) -> dict:
         "champion_complete": any(v["version"] == reg.get("champion") and v["complete"] for v in versions),
         "dvc_clean": status.returncode == 0 and "up to date" in status.stdout,
     }
+    cloud = _run(["dvc", "status", "--cloud", "--json"], root, env)
+    out["remote_complete"] = cloud.returncode == 0 and json.loads(cloud.stdout or "{}") == {}
     if reference is not None:
         out["weights_equal"] = _weights(root) == reference["weights"]
         out["metrics_equal"] = _metrics(root) == reference["metrics"]
@@ -183,35 +237,65 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def reference_run(work: Path) -> dict:
+    """An uninterrupted run: its weights and metrics, and each phase's start and length (the kill moments)."""
     root = _workspace(work)
     env = _env(work)
     t0 = time.perf_counter()
-    proc = _run([str(BIN / "genops"), "pipeline"], root, env)
+    proc = _pipeline(root, env)
+    watch = _Watch(proc)
+    out = proc.stdout.read()
+    proc.wait()
     if proc.returncode:
-        raise SystemExit(f"the uninterrupted reference run failed:\n{proc.stderr[-3000:]}")
-    summary = json.loads(proc.stdout)
+        raise SystemExit(f"the uninterrupted reference run failed:\n{watch.text()[-3000:]}")
+    summary = json.loads(out)
     walls = {s["stage"]: s.get("wall_s", 0.0) for s in summary["stages"]}
-    return {"weights": _weights(root), "metrics": _metrics(root), "wall_s": round(time.perf_counter() - t0, 1),
-            "stage_wall_s": walls, "checks": _checks(root, env, None)}
+    marks = watch.marks()
+    end = time.perf_counter() - t0
+    windows = {}
+    for i, (t, name) in enumerate(marks):
+        nxt = marks[i + 1][0] if i + 1 < len(marks) else end
+        windows[name] = {"start_s": round(t, 2), "until_next_s": round(nxt - t, 2),
+                         "command_s": walls.get(name, walls.get("dvc push", 0.0))}
+    return {"weights": _weights(root), "metrics": _metrics(root), "wall_s": round(end, 1), "windows": windows,
+            "checks": _checks(root, env, None)}
 
 
-def kill_trial(work: Path, phase: str, rng: random.Random, reference: dict) -> dict:
+def kill_plan(n: int, phases: list[str], rng: random.Random, reference: dict) -> list[dict]:
+    """Seeded kill moments, drawn before any trial runs (so trials can run in parallel and stay the same)."""
+    plans = []
+    for i in range(n):
+        phase = phases[i % len(phases)]
+        frac = rng.uniform(0.05, 0.95)
+        if phase == "commit":  # between a stage's command ending and the next stage: its `dvc commit`
+            stage = rng.choice(COMMIT_AFTER)
+            w = reference["windows"][stage]
+            gap = max(0.3, w["until_next_s"] - w["command_s"])
+            plans.append({"phase": "commit", "after": stage, "marker": f"--- {stage}:",
+                          "delay_s": round(w["command_s"] + frac * gap, 2)})
+        else:
+            name = "push" if phase == "push" else next(s for s in STAGES if s.split("@")[0] == phase)
+            w = reference["windows"][name]
+            length = w["command_s"] if name != "push" else w["until_next_s"]
+            plans.append({"phase": phase, "marker": PUSH_MARK if name == "push" else f"--- {name}:",
+                          "delay_s": round(frac * max(0.2, length), 2)})
+    return plans
+
+
+def kill_trial(work: Path, plan: dict, reference: dict) -> dict:
     root = _workspace(work)
     env = _env(work)
-    stage = "register" if phase == "commit" else phase
-    wall = reference["stage_wall_s"].get(f"{stage}@{FAMILY}", 1.0)
-    # commit: just after register's own work, when the flow records the wave with `dvc commit`
-    delay = wall + rng.uniform(0.0, 1.0) if phase == "commit" else rng.uniform(0.05, 0.95) * wall
     proc = _pipeline(root, env)
-    seen = _stage_log(proc, f"--- {stage}@{FAMILY}")
+    watch = _Watch(proc)
+    seen = watch.wait_for(plan["marker"])
     if seen is None:
         proc.wait()
-        return {"phase": phase, "killed": False, "note": "stage never started", "ok": False}
-    time.sleep(delay)
+        return {**plan, "killed": False, "note": "the phase never started", "ok": False}
+    time.sleep(max(0.0, plan["delay_s"] - (time.monotonic() - watch.t0 - seen)))
+    at = time.monotonic() - watch.t0
     finished_first = proc.poll() is not None
     _kill_group(proc)
     rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
-    result = {"phase": phase, "delay_s": round(delay, 2), "killed": not finished_first,
+    result = {**plan, "killed": not finished_first, "killed_at_s": round(at, 2), "landed_in": watch.phase_at(at),
               "rerun_exit": rerun.returncode, **_checks(root, env, reference)}
     result["ok"] = result["ok"] and rerun.returncode == 0
     if rerun.returncode:
@@ -223,10 +307,12 @@ def twice_trial(work: Path, reference: dict) -> dict:
     root = _workspace(work)
     env = _env(work)
     first = _pipeline(root, env)
-    _stage_log(first, f"--- train@{FAMILY}")
+    watch = _Watch(first)
+    watch.wait_for(f"--- train@{FAMILY}")
     second = _run([str(BIN / "genops"), "pipeline"], root, env)
     refused = second.returncode != 0 and "another genops pipeline is running" in second.stderr
-    first_out, first_err = first.communicate()
+    first.stdout.read()
+    first.wait()
     result = {"second_refused": refused, "second_message": second.stderr.strip().splitlines()[-1][:300],
               "first_exit": first.returncode, **_checks(root, env, reference)}
     result["ok"] = result["ok"] and refused and first.returncode == 0
@@ -253,23 +339,67 @@ def _mlflow_server(work: Path, port: int) -> subprocess.Popen:
     raise SystemExit("mlflow server did not start")
 
 
-def tracking_trial(work: Path) -> dict:
+def tracking_trial(work: Path, down_s: float) -> dict:
     root = _workspace(work)
     port = _free_port()
     server = _mlflow_server(work, port)
     env = _env(work, f"http://127.0.0.1:{port}")
     proc = _pipeline(root, env)
-    _stage_log(proc, f"--- register@{FAMILY}")
+    watch = _Watch(proc)
+    watch.wait_for(f"--- register@{FAMILY}")
     _kill_group(server)  # the server goes away as registration starts ...
-    time.sleep(TRACKING_DOWN_S)  # ... for longer than MLflow's own client retries bridge: Prefect must retry
+    time.sleep(down_s)
     server = _mlflow_server(work, port)
-    out, err = proc.communicate()
+    proc.stdout.read()
+    proc.wait()
+    err = watch.text()
     retries = [line for line in err.splitlines() if "Task run failed with" in line and " - Retry " in line]
-    retried = bool(retries) or "transient" in err or "temporary failure" in err
-    checks = _checks(root, env, None)
+    bridged = down_s < RETRY_BUDGET_S
+    result: dict = {"down_s": down_s, "pipeline_exit": proc.returncode, "retries": len(retries)}
+    if proc.returncode == 0:
+        checks = _checks(root, env, None)
+        result.update(checks, ok=checks["ok"] and bridged)
+    else:
+        last = (err.strip().splitlines() or [""])[-1]
+        named = f"127.0.0.1:{port}" in err or "tracking" in err.lower()
+        before = _registry(root, env)
+        rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
+        checks = _checks(root, env, None)
+        result.update({"failed_clearly": named, "message": last[-300:],
+                       "half_registered": any(not v["complete"] for v in before.get("versions", [])),
+                       "rerun_exit": rerun.returncode}, **checks)
+        result["ok"] = (not bridged and named and not result["half_registered"] and rerun.returncode == 0
+                        and checks["ok"])
     _kill_group(server)
-    return {"pipeline_exit": proc.returncode, "retried": retried, "retries": [r[-160:] for r in retries], **checks,
-            "ok": proc.returncode == 0 and checks["ok"], **({"stderr": err[-800:]} if proc.returncode else {})}
+    return result
+
+
+def together_trial(work: Path, reference: dict, n: int = 3) -> dict:
+    port = _free_port()
+    work.mkdir(parents=True, exist_ok=True)
+    server = _mlflow_server(work, port)
+    tracking = f"http://127.0.0.1:{port}"
+    roots = [_workspace(work / f"p{i}") for i in range(n)]
+    envs = [_env(work / f"p{i}", tracking) for i in range(n)]
+    procs = [_pipeline(r, e) for r, e in zip(roots, envs)]
+    watches = [_Watch(p) for p in procs]
+    for p in procs:
+        p.stdout.read()
+        p.wait()
+    reg = _registry(roots[0], envs[0])
+    versions = reg.get("versions", [])
+    status = [_run(["dvc", "status"], r, e) for r, e in zip(roots, envs)]
+    result = {"pipelines": n, "exits": [p.returncode for p in procs], "registry_versions": len(versions),
+              "registry_complete": bool(versions) and all(v["complete"] for v in versions),
+              "champion_complete": any(v["version"] == reg.get("champion") and v["complete"] for v in versions),
+              "dvc_clean": all(s.returncode == 0 and "up to date" in s.stdout for s in status),
+              "weights_equal": all(_weights(r) == reference["weights"] for r in roots)}
+    result["ok"] = (all(e == 0 for e in result["exits"]) and len(versions) == n and result["registry_complete"]
+                    and result["champion_complete"] and result["dvc_clean"] and result["weights_equal"])
+    if not result["ok"]:
+        result["stderr"] = [w.text()[-600:] for w in watches]
+    _kill_group(server)
+    return result
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
@@ -356,46 +486,62 @@ def _summarise(report: dict, trials: dict[str, list], out: Path) -> None:
             "trials": len(counted), "survived": sum(bool(r["ok"]) for r in counted),
             "lost_or_corrupted": sum(1 for r in counted if not r.get("registry_complete", True)
                                      or r.get("weights_equal") is False or r.get("previous_intact") is False
-                                     or not r.get("dvc_clean", True)),
+                                     or not r.get("dvc_clean", True) or r.get("remote_complete") is False),
             "details": rows}
     out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", default="twice,tracking,disk_full,corrupt,kill", help="in the order run")
-    parser.add_argument("--kill-phases", default=",".join(KILL_PHASES), help="stages a kill -9 lands in (cycled)")
-    parser.add_argument("--kill-trials", type=int, default=len(KILL_PHASES), help="kill -9 trials")
+    parser.add_argument("--kinds", default="twice,together,tracking,disk_full,corrupt,kill", help="in the order run")
+    parser.add_argument("--kill-phases", default=",".join(KILL_PHASES), help="phases a kill -9 lands in (cycled)")
+    parser.add_argument("--kill-trials", type=int, default=2 * len(KILL_PHASES), help="kill -9 trials")
+    parser.add_argument("--tracking-down", default=",".join(map(str, TRACKING_DOWN_S)),
+                        help="seconds the tracking server stays down, one trial each")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--jobs", type=int, default=2, help="trials run at once (each is mostly one busy core)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     kinds = args.kinds.split(",")
-    phases = args.kill_phases.split(",")
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="genops-faults-"))
     report: dict = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                              text=True).stdout.strip(), "seed": args.seed, "family": FAMILY,
-                    "settings": SETTINGS, "kinds": {}}
+                    "jobs": args.jobs, "settings": SETTINGS, "kinds": {}}
     t0 = time.perf_counter()
     trials: dict[str, list] = {}
     try:
-        reference = reference_run(base / "reference") if {"kill", "twice"} & set(kinds) else None
+        reference = reference_run(base / "reference") if {"kill", "twice", "together"} & set(kinds) else None
         if reference:
-            report["reference"] = {k: reference[k] for k in ("wall_s", "checks")}
+            report["reference"] = {k: reference[k] for k in ("wall_s", "windows", "checks")}
             print("reference", report["reference"], flush=True)
-        runs = {"twice": lambda w: twice_trial(w, reference), "tracking": tracking_trial,
-                "disk_full": disk_full_trial, "corrupt": corrupt_trial}
+        jobs: list[tuple[str, object]] = []
         for kind in kinds:
             if kind == "kill":
-                trials["kill"] = []
-                for i in range(args.kill_trials):
-                    trials["kill"].append(kill_trial(base / f"kill-{i}", phases[i % len(phases)], rng, reference))
-                    print("kill", trials["kill"][-1], flush=True)
-                    _summarise(report, trials, args.out)
+                plans = kill_plan(args.kill_trials, args.kill_phases.split(","), rng, reference)
+                jobs += [("kill", lambda i=i, p=p: kill_trial(base / f"kill-{i}", p, reference))
+                         for i, p in enumerate(plans)]
+            elif kind == "tracking":
+                jobs += [("tracking", lambda d=d: tracking_trial(base / f"tracking-{d}", float(d)))
+                         for d in args.tracking_down.split(",")]
             else:
-                trials[kind] = [runs[kind](base / kind)]
-                print(kind, trials[kind][-1], flush=True)
+                runs = {"twice": lambda: twice_trial(base / "twice", reference),
+                        "together": lambda: together_trial(base / "together", reference),
+                        "disk_full": lambda: disk_full_trial(base / "disk_full"),
+                        "corrupt": lambda: corrupt_trial(base / "corrupt")}
+                jobs.append((kind, runs[kind]))
+        lock = threading.Lock()
+
+        def one(kind: str, fn) -> None:
+            row = fn()
+            with lock:
+                trials.setdefault(kind, []).append(row)
+                print(kind, json.dumps(row)[:400], flush=True)
                 _summarise(report, trials, args.out)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(one, kind, fn) for kind, fn in jobs]:
+                future.result()
     finally:
         shutil.rmtree(base, ignore_errors=True)
     report["wall_s"] = round(time.perf_counter() - t0, 1)

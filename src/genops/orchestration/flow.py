@@ -133,6 +133,7 @@ def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -
         # Data and checkpoints go to the shared remote (with the run-cache, so `dvc repro --pull` elsewhere
         # skips these stages); a fresh clone then `dvc pull`s them and `dvc status` is clean.
         t_push = time.perf_counter()
+        log.info("dvc push --run-cache to the default remote ...")
         pushed = push_to_remote(root)
         records.append({"stage": "dvc push", "status": "ran", "wall_s": round(time.perf_counter() - t_push, 3)})
         log.info("dvc push: %s", pushed)
