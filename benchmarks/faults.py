@@ -8,7 +8,7 @@ local `mlflow server`, Prefect home), trains the `vae` family at test sizes and 
 rerun, what a team relies on:
 
 - kill:      `genops pipeline` killed with SIGKILL (its whole process group) at a seeded random moment inside a
-             phase, cycling over every stage (prepare, validate, evaluator, train, evaluate, export, register,
+             phase, cycling over every stage (prepare, validate, evaluator, sweep, train, evaluate, export, register,
              compare), the `dvc commit` that follows a stage, and the final `dvc push` to the workspace's DVC
              remote (a local folder); the moment is a seeded fraction of that phase's length in the uninterrupted
              reference run, and the phase the kill really landed in is recorded. The rerun must finish, its final
@@ -23,6 +23,13 @@ rerun, what a team relies on:
              10 + 30 + 90 s) must be bridged by Prefect's retries of the transient failure and register exactly
              one complete version; a longer one must fail the run with the server named and nothing half
              registered, and a rerun once the server is back must register exactly one complete version.
+- worker:    on the team stack (`genops stack up`: PostgreSQL, SeaweedFS, MLflow, Prefect, the stack's worker), a
+             deployment run of the retraining flow; the worker's process group killed with SIGKILL while the flow
+             trains; `genops stack up` restarts only the worker; the flow run's fate is recorded, and a new
+             deployment run must complete with complete versions, a clean `dvc status` and the S3 remote full.
+- restart:   on the same stack, `genops stack down` + `genops stack up` while a `genops pipeline` against it trains:
+             the run must finish (Prefect's retries bridge the outage) or fail clearly, and a rerun must leave
+             complete versions, a clean workspace and a full remote.
 - together:  three pipelines in three clones started at once against one MLflow server: all finish, three
              complete versions, @champion on a complete one, each clone's weights equal to the reference's.
 - disk_full: the finished workspace copied onto a small tmpfs filled up to a few kB (needs root for `mount`):
@@ -66,7 +73,7 @@ SETTINGS = {
     "evaluate.kid_subset_size": 24, "evaluator.steps": 20, "evaluator.width": 8, "validation.min_rows": 50,
     "validation.min_per_class": 2, "vae.widths": [8, 16],
 }
-STAGES = ["prepare", "validate", "evaluator", f"train@{FAMILY}", f"evaluate@{FAMILY}", f"export@{FAMILY}",
+STAGES = ["prepare", "validate", "evaluator", "sweep@0", f"train@{FAMILY}", f"evaluate@{FAMILY}", f"export@{FAMILY}",
           f"register@{FAMILY}", "compare"]
 KILL_PHASES = [s.split("@")[0] for s in STAGES] + ["commit", "push"]
 COMMIT_AFTER = ["prepare", f"train@{FAMILY}", f"export@{FAMILY}", f"register@{FAMILY}"]  # outputs worth committing
@@ -275,7 +282,7 @@ def kill_plan(n: int, phases: list[str], rng: random.Random, reference: dict) ->
         else:
             name = "push" if phase == "push" else next(s for s in STAGES if s.split("@")[0] == phase)
             w = reference["windows"][name]
-            length = w["command_s"] if name != "push" else w["until_next_s"]
+            length = w["command_s"]  # the command itself (the push: `dvc push`'s own wall time)
             plans.append({"phase": phase, "marker": PUSH_MARK if name == "push" else f"--- {name}:",
                           "delay_s": round(frac * max(0.2, length), 2)})
     return plans
@@ -296,6 +303,7 @@ def kill_trial(work: Path, plan: dict, reference: dict) -> dict:
     _kill_group(proc)
     rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
     result = {**plan, "killed": not finished_first, "killed_at_s": round(at, 2), "landed_in": watch.phase_at(at),
+              "after_marker_s": round(at - seen, 2),
               "rerun_exit": rerun.returncode, **_checks(root, env, reference)}
     result["ok"] = result["ok"] and rerun.returncode == 0
     if rerun.returncode:
@@ -402,6 +410,135 @@ def together_trial(work: Path, reference: dict, n: int = 3) -> dict:
     return result
 
 
+def _stack(work: Path) -> tuple[Path, dict[str, str]]:
+    """`genops stack up` on free ports in `work` (PostgreSQL runs as `postgres`: the folder must be reachable)."""
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    folder = work / "stack"
+    env = {k: v for k, v in _env(work).items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    proc = _run([str(BIN / "genops"), "-q", "stack", "up", "--dir", str(folder), "--free-ports"], work, env)
+    if proc.returncode:
+        raise RuntimeError(f"stack up failed: {proc.stderr[-1500:]}")
+    client = {}
+    for line in (folder / "stack.env").read_text().splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export "):].split("=", 1)
+            client[key] = value
+    return folder, client
+
+
+def _stack_cmd(folder: Path, work: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = {k: v for k, v in _env(work).items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+    t0 = time.perf_counter()
+    proc = _run([str(BIN / "genops"), "-q", "stack", *args, "--dir", str(folder)], work, env)
+    return time.perf_counter() - t0, proc
+
+
+def _stack_workspace(work: Path, client: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    root = _workspace(work)
+    env = {**_env(work), **client}
+    subprocess.run([str(BIN / "dvc"), "remote", "remove", "--local", "faults"], cwd=root, capture_output=True)
+    proc = _run([str(BIN / "genops"), "stack", "connect"], root, env)
+    if proc.returncode:
+        raise RuntimeError(f"stack connect failed: {proc.stderr[-800:]}")
+    return root, env
+
+
+def _flow_state(flow_run_id: str, root: Path, env: dict) -> str:
+    out = _run([str(BIN / "prefect"), "flow-run", "inspect", flow_run_id], root, env).stdout
+    for word in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING", "SCHEDULED", "LATE"):
+        if f"StateType.{word}" in out or f"'type': '{word}'" in out:
+            return word
+    return "UNKNOWN"
+
+
+def _deployment_run(root: Path, env: dict) -> str:
+    out = _run([str(BIN / "prefect"), "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
+    return next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
+
+
+def _wait_state(flow_run_id: str, root: Path, env: dict, states: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        state = _flow_state(flow_run_id, root, env)
+        if state in states:
+            return state
+        time.sleep(2)
+    return state
+
+
+def stack_trials(work: Path, rng: random.Random) -> dict[str, dict]:
+    """The worker and restart trials, on one stack (it takes a minute or more to start)."""
+    folder, client = _stack(work)
+    out: dict[str, dict] = {}
+    try:
+        out["worker"] = worker_trial(work / "worker", folder, client, rng.uniform(5, 25))
+        out["restart"] = restart_trial(work / "restart", folder, client, rng.uniform(2, 10))
+    finally:
+        _stack_cmd(folder, work, "down")
+    return out
+
+
+def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
+    root, env = _stack_workspace(work, client)
+    deploy = _run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], root, env)
+    if deploy.returncode:
+        return {"ok": False, "note": "prefect deploy failed", "stderr": deploy.stderr[-800:]}
+    first = _deployment_run(root, env)
+    state = _wait_state(first, root, env, {"RUNNING", "COMPLETED", "FAILED", "CRASHED"}, 300)
+    deadline = time.monotonic() + 600  # until training has started (its checkpoint folder appears)
+    while time.monotonic() < deadline and not (root / ".genops" / "work" / FAMILY).exists():
+        time.sleep(0.5)
+    time.sleep(delay)
+    status = json.loads(_stack_cmd(folder, work, "status")[1].stdout or "{}")
+    pid = (status.get("worker") or {}).get("pid")
+    killed_while = _flow_state(first, root, env)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    up_s, up = _stack_cmd(folder, work, "up")
+    restarted = json.loads(up.stdout or "{}").get("service_startup_s", {}) if up.returncode == 0 else {}
+    fate = _wait_state(first, root, env, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 240)
+    second = None
+    if fate != "COMPLETED":
+        second_id = _deployment_run(root, env)
+        second = _wait_state(second_id, root, env, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 900)
+    checks = _checks(root, env, None)
+    checks.pop("one_version", None)  # a killed run may have registered before it died: every version must be whole
+    result = {"delay_s": round(delay, 1), "state_at_kill": state if killed_while == "UNKNOWN" else killed_while,
+              "worker_pid_killed": pid, "stack_up_s": round(up_s, 1), "restarted": sorted(restarted),
+              "killed_run_final_state": fate, "second_run_state": second, **checks}
+    only_worker = set(restarted) <= {"worker"}  # nothing else was down, so nothing else was restarted
+    result["ok"] = only_worker and "COMPLETED" in (fate, second) and checks["ok"]
+    return result
+
+
+def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
+    root, env = _stack_workspace(work, client)
+    proc = subprocess.Popen([str(BIN / "genops"), "pipeline", "--shared-tracking"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watch = _Watch(proc)
+    watch.wait_for(f"--- train@{FAMILY}")
+    time.sleep(delay)
+    down_s, down = _stack_cmd(folder, work, "down")
+    up_s, up = _stack_cmd(folder, work, "up")
+    proc.stdout.read()
+    proc.wait()
+    err = watch.text()
+    result: dict = {"delay_s": round(delay, 1), "down_s": round(down_s, 1), "up_s": round(up_s, 1),
+                    "stack_back": up.returncode == 0, "pipeline_exit": proc.returncode,
+                    "retries": sum(1 for line in err.splitlines() if " - Retry " in line)}
+    if proc.returncode:
+        result["message"] = (err.strip().splitlines() or [""])[-1][-300:]
+        rerun = _run([str(BIN / "genops"), "pipeline", "--shared-tracking"], root, env)
+        result["rerun_exit"] = rerun.returncode
+    checks = _checks(root, env, None)
+    result.update(checks)
+    result["ok"] = up.returncode == 0 and (proc.returncode == 0 or result.get("rerun_exit") == 0) and checks["ok"]
+    return result
+
+
 def _tree_hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): sha256_of(p)
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -493,7 +630,8 @@ def _summarise(report: dict, trials: dict[str, list], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", default="twice,together,tracking,disk_full,corrupt,kill", help="in the order run")
+    parser.add_argument("--kinds", default="stack,twice,together,tracking,disk_full,corrupt,kill",
+                        help="in the order run (stack: the worker and restart trials on one team stack)")
     parser.add_argument("--kill-phases", default=",".join(KILL_PHASES), help="phases a kill -9 lands in (cycled)")
     parser.add_argument("--kill-trials", type=int, default=2 * len(KILL_PHASES), help="kill -9 trials")
     parser.add_argument("--tracking-down", default=",".join(map(str, TRACKING_DOWN_S)),
@@ -521,6 +659,8 @@ def main() -> None:
                 plans = kill_plan(args.kill_trials, args.kill_phases.split(","), rng, reference)
                 jobs += [("kill", lambda i=i, p=p: kill_trial(base / f"kill-{i}", p, reference))
                          for i, p in enumerate(plans)]
+            elif kind == "stack":
+                jobs.append(("stack", lambda: stack_trials(base / "stack", rng)))
             elif kind == "tracking":
                 jobs += [("tracking", lambda d=d: tracking_trial(base / f"tracking-{d}", float(d)))
                          for d in args.tracking_down.split(",")]
@@ -534,9 +674,11 @@ def main() -> None:
 
         def one(kind: str, fn) -> None:
             row = fn()
+            rows = row.items() if kind == "stack" else [(kind, row)]  # the stack job reports two kinds
             with lock:
-                trials.setdefault(kind, []).append(row)
-                print(kind, json.dumps(row)[:400], flush=True)
+                for name, r in rows:
+                    trials.setdefault(name, []).append(r)
+                    print(name, json.dumps(r)[:400], flush=True)
                 _summarise(report, trials, args.out)
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
