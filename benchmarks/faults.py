@@ -437,6 +437,8 @@ def _stack_cmd(folder: Path, work: Path, *args: str) -> tuple[float, subprocess.
 def _stack_workspace(work: Path, client: dict[str, str]) -> tuple[Path, dict[str, str]]:
     root = _workspace(work)
     env = {**_env(work), **client}
+    # the deployment records its runs in git: the test sizes are committed, so the tree is clean
+    subprocess.run(["git", "commit", "-qam", "faults: test sizes"], cwd=root, env=env, check=True)
     subprocess.run([str(BIN / "dvc"), "remote", "remove", "--local", "faults"], cwd=root, capture_output=True)
     proc = _run([str(BIN / "genops"), "stack", "connect"], root, env)
     if proc.returncode:
@@ -475,6 +477,7 @@ def stack_trials(work: Path, rng: random.Random) -> dict[str, dict]:
     try:
         out["worker"] = worker_trial(work / "worker", folder, client, rng.uniform(5, 25))
         out["restart"] = restart_trial(work / "restart", folder, client, rng.uniform(2, 10))
+        out["reboot"] = reboot_trial(work / "restart", folder, client)
     finally:
         _stack_cmd(folder, work, "down")
     return out
@@ -536,6 +539,42 @@ def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     checks = _checks(root, env, None)
     result.update(checks)
     result["ok"] = up.returncode == 0 and (proc.returncode == 0 or result.get("rerun_exit") == 0) and checks["ok"]
+    return result
+
+
+def reboot_trial(work: Path, folder: Path, client: dict) -> dict:
+    """What a power loss leaves: every service SIGKILLed at once (PostgreSQL's postmaster.pid and every pidfile
+    stale); `genops stack up` must start them all again with the registry and the remote's data intact."""
+    root = work / "ws"
+    env = {**_env(work), **client}
+    before = _registry(root, env)
+    status = json.loads(_stack_cmd(folder, work, "status")[1].stdout or "{}")
+    killed = []
+    for service, entry in status.items():
+        if entry.get("pid"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if service == "postgres":  # the postmaster (its backends follow it)
+                    os.kill(entry["pid"], signal.SIGKILL)
+                else:  # the service's own process group
+                    os.killpg(entry["pid"], signal.SIGKILL)
+                killed.append(service)
+    time.sleep(3)
+    down = json.loads(_stack_cmd(folder, work, "status")[1].stdout or "{}")
+    up_s, up = _stack_cmd(folder, work, "up")
+    after_status = json.loads(_stack_cmd(folder, work, "status")[1].stdout or "{}")
+    after = _registry(root, env)
+    cloud = _run(["dvc", "status", "--cloud", "--json"], root, env)
+    result = {"killed": killed, "running_after_kill": sorted(k for k, v in down.items() if v.get("running")),
+              "stack_up_exit": up.returncode, "stack_up_s": round(up_s, 1),
+              "running_after_up": sorted(k for k, v in after_status.items() if v.get("running")),
+              "versions_before": len(before.get("versions", [])), "versions_after": len(after.get("versions", [])),
+              "registry_complete": all(v["complete"] for v in after.get("versions", [])),
+              "remote_complete": cloud.returncode == 0 and json.loads(cloud.stdout or "{}") == {}}
+    if up.returncode:
+        result["stderr"] = up.stderr[-800:]
+    result["ok"] = (up.returncode == 0 and set(result["running_after_up"]) == set(status)
+                    and result["versions_after"] == result["versions_before"] > 0 and result["registry_complete"]
+                    and result["remote_complete"])
     return result
 
 
