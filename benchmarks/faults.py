@@ -506,7 +506,7 @@ def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     second = None
     if fate != "COMPLETED":
         second_id = _deployment_run(root, env)
-        second = _wait_state(second_id, root, env, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 900)
+        second = _wait_state(second_id, root, env, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 600)
     checks = _checks(root, env, None)
     checks.pop("one_version", None)  # a killed run may have registered before it died: every version must be whole
     result = {"delay_s": round(delay, 1), "state_at_kill": state if killed_while == "UNKNOWN" else killed_while,
