@@ -682,6 +682,7 @@ def main() -> None:
     kinds = args.kinds.split(",")
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="genops-faults-"))
+    os.chmod(base, 0o755)  # PostgreSQL (the stack trials) runs as `postgres` and must reach its folder
     report: dict = {"commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                              text=True).stdout.strip(), "seed": args.seed, "family": FAMILY,
                     "jobs": args.jobs, "settings": SETTINGS, "kinds": {}}
