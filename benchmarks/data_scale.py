@@ -177,6 +177,7 @@ def main() -> None:
                 path = made("5m", work / "synthetic5m.npz")
                 results["5m"] = run_size("5m", path, work, env, [("train_memory_mapped", ["data.in_memory_max_mb=0"])])
             print(size, json.dumps(results.get(size)), flush=True)
+            OUT.write_text(json.dumps(results, indent=2) + "\n")  # after each size: a cut-short run keeps its rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
