@@ -35,6 +35,10 @@ def npy_layout(fh: BinaryIO) -> Layout:
     return Layout(fh.tell(), tuple(shape), bool(fortran), dtype)
 
 
+class ObjectArrayError(ValueError):
+    """A member holds pickled Python objects: readers name that case apart from a damaged file."""
+
+
 def member_layout(path: Path, key: str) -> Layout:
     """The layout of `key` inside an uncompressed .npz, offset counted from the start of the archive.
 
@@ -53,7 +57,7 @@ def member_layout(path: Path, key: str) -> Layout:
         fh.seek(info.header_offset + 30 + name_len + extra_len)
         layout = npy_layout(fh)
     if layout.dtype.hasobject:
-        raise ValueError(f"{path}: {key}.npy holds Python objects, which are never unpickled")
+        raise ObjectArrayError(f"{path}: {key}.npy holds Python objects, which are never unpickled")
     return layout
 
 

@@ -322,7 +322,7 @@ def _load_npz(path: Path) -> RawDataset:
 def _images_layout(path: Path):
     """(file, layout, scratch folder) of the 'images' member: in place when stored, else unpacked (streamed, not
     loaded) to a temporary .npy first. Object arrays are refused without unpickling."""
-    from genops.data.npz import member_layout, npy_layout
+    from genops.data.npz import ObjectArrayError, member_layout, npy_layout
 
     scratch = None
     try:
@@ -337,11 +337,13 @@ def _images_layout(path: Path):
                 shutil.copyfileobj(src, dst, 16 * 2**20)
             with open(file, "rb") as fh:
                 layout = npy_layout(fh)
+    except ObjectArrayError:
+        layout = None
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise GenopsError(f"{path}: array 'images' could not be read ({type(exc).__name__}: {exc})") from None
-    if layout.dtype.hasobject:
+    if layout is None or layout.dtype.hasobject:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise GenopsError(f"{path}: array 'images' holds Python objects, which genops does not unpickle; save it as "
