@@ -23,7 +23,7 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
     from genops.tracking.registry import model_version
     from genops.tracking.store import setup_mlflow
-    from genops.versioning.dvc import dvc, out_hashes, remote_configured, status
+    from genops.versioning.dvc import dvc, forget_transfer_index, out_hashes, remote_configured, status
 
     setup_mlflow(root)
     try:
@@ -60,6 +60,7 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
         raise GenopsError(f"dvc.lock at {commit[:12]} records checkpoints/{family} as {recorded}, but the version "
                           f"says {expected}: the version does not belong to this commit")
     try:
+        forget_transfer_index(dest)
         dvc(dest, "pull")
     except GenopsError as exc:
         raise GenopsError(f"dvc pull at {commit[:12]} failed (objects not pushed to the remote?): {exc}") from None
