@@ -24,9 +24,11 @@ rerun, what a team relies on:
              one complete version; a longer one must fail the run with the server named and nothing half
              registered, and a rerun once the server is back must register exactly one complete version.
 - worker:    on the team stack (`genops stack up`: PostgreSQL, SeaweedFS, MLflow, Prefect, the stack's worker), a
-             deployment run of the retraining flow; the worker's process group killed with SIGKILL while the flow
-             trains; `genops stack up` restarts only the worker; the flow run's fate is recorded, and a new
-             deployment run must complete with complete versions, a clean `dvc status` and the S3 remote full.
+             deployment run of the retraining flow; the worker and every process under it (the flow run too, as
+             a lost host would leave it) killed with SIGKILL while the flow trains; `genops stack up` restarts
+             only the worker; the dead run must turn CRASHED (the stack's heartbeat automation,
+             stack/zombies.py), not stay RUNNING; and a new deployment run must complete with complete
+             versions, a clean `dvc status` and the S3 remote full.
 - restart:   on the same stack, `genops stack down` + `genops stack up` while a `genops pipeline` against it trains:
              the run must finish (Prefect's retries bridge the outage) or fail clearly, and a rerun must leave
              complete versions, a clean workspace and a full remote.
@@ -230,11 +232,33 @@ def _checks(root: Path, env: dict, reference: dict | None) -> dict:
     }
     cloud = _run(["dvc", "status", "--cloud", "--json"], root, env)
     out["remote_complete"] = cloud.returncode == 0 and json.loads(cloud.stdout or "{}") == {}
+    if not out["remote_complete"]:
+        out["remote_missing"] = (cloud.stdout or cloud.stderr)[:400]
     if reference is not None:
         out["weights_equal"] = _weights(root) == reference["weights"]
         out["metrics_equal"] = _metrics(root) == reference["metrics"]
-    out["ok"] = all(v for k, v in out.items() if k != "registry_versions")
+    out["ok"] = all(v for k, v in out.items() if k not in ("registry_versions", "remote_missing"))
     return out
+
+
+def _kill_tree(root_pid: int) -> list[int]:
+    """SIGKILL a process and all its descendants, by parent links: Prefect's process worker starts each flow run
+    in a session of its own, so killing the worker's group would leave the run alive (not a lost host)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    tree, grew = {root_pid}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    killed = []
+    for pid in sorted(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -497,9 +521,7 @@ def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     status = json.loads(_stack_cmd(folder, work, "status")[1].stdout or "{}")
     pid = (status.get("worker") or {}).get("pid")
     killed_while = _flow_state(first, root, env)
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    killed_pids = _kill_tree(pid) if pid else []
     up_s, up = _stack_cmd(folder, work, "up")
     restarted = json.loads(up.stdout or "{}").get("service_startup_s", {}) if up.returncode == 0 else {}
     fate = _wait_state(first, root, env, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 240)
@@ -510,10 +532,11 @@ def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     checks = _checks(root, env, None)
     checks.pop("one_version", None)  # a killed run may have registered before it died: every version must be whole
     result = {"delay_s": round(delay, 1), "state_at_kill": state if killed_while == "UNKNOWN" else killed_while,
-              "worker_pid_killed": pid, "stack_up_s": round(up_s, 1), "restarted": sorted(restarted),
+              "worker_pid_killed": pid, "processes_killed": len(killed_pids),
+              "stack_up_s": round(up_s, 1), "restarted": sorted(restarted),
               "killed_run_final_state": fate, "second_run_state": second, **checks}
     only_worker = set(restarted) <= {"worker"}  # nothing else was down, so nothing else was restarted
-    result["ok"] = only_worker and "COMPLETED" in (fate, second) and checks["ok"]
+    result["ok"] = only_worker and fate == "CRASHED" and second == "COMPLETED" and checks["ok"]
     return result
 
 

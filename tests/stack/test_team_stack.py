@@ -6,6 +6,7 @@ the last test here stops it and checks that nothing of it is left running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -130,12 +131,57 @@ def test_deployed_retraining_runs_on_a_worker_pushes_to_the_remote_and_restores_
     assert "up to date" in run(["dvc", "status"], clone, env).stdout
 
 
-def _wait_for_flow_run(flow_run_id: str, env: dict, cwd: Path, timeout: float) -> str:
+def test_a_run_whose_worker_and_host_process_died_is_marked_crashed_not_left_running(stack, tmp_path):
+    """The stack's automation (stack/zombies.py) expects a heartbeat or a final state; a run whose every process
+    is SIGKILLed (worker, the flow run it started: a lost host) must turn CRASHED within a few beats."""
+    from genops.stack import zombies
+
+    root = make_project(tmp_path / "proj", {"families": ["autoencoder"], "stacked": {}})
+    env = {**stack.env(root, tmp_path), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(zombies.HEARTBEAT_S)}
+    run(["prefect", "--no-prompt", "deploy", "--all"], root, env)
+    out = run(["prefect", "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
+    flow_run_id = next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "genops", "--type", "process"], cwd=root,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait_for_flow_run(flow_run_id, env, root, timeout=300, states=("RUNNING",)) == "RUNNING"
+        time.sleep(5)  # the run's first heartbeat is sent as it starts
+    finally:
+        killed = _kill_tree(worker.pid)
+        worker.wait(30)
+    assert len(killed) >= 2, killed  # the worker and the flow run's own process
+    t0 = time.monotonic()
+    state = _wait_for_flow_run(flow_run_id, env, root, timeout=zombies.MISSED_BEATS * zombies.HEARTBEAT_S + 150)
+    assert state == "CRASHED", f"{state} after {time.monotonic() - t0:.0f} s"
+
+
+def _kill_tree(root_pid: int) -> list[int]:
+    """SIGKILL a process and every descendant (what a host crash leaves: nothing of it gets to clean up). By
+    parent links, not session: Prefect's process worker starts each flow run in a session of its own."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4: ppid
+    tree, grew = {root_pid}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    killed = []
+    for pid in sorted(tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+            killed.append(pid)
+    return killed
+
+
+def _wait_for_flow_run(flow_run_id: str, env: dict, cwd: Path, timeout: float,
+                       states: tuple[str, ...] = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")) -> str:
     deadline = time.monotonic() + timeout
     state = "?"
     while time.monotonic() < deadline:
         out = run(["prefect", "flow-run", "inspect", flow_run_id], cwd, env).stdout
-        for word in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        for word in states:
             if f"type=StateType.{word}" in out or f"'type': '{word}'" in out or f"StateType.{word}" in out:
                 return word
         time.sleep(3)

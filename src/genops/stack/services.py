@@ -21,6 +21,7 @@ from pathlib import Path
 
 from genops.errors import GenopsError
 from genops.executables import console_script
+from genops.stack import zombies
 from genops.stack.layout import (
     DB_USER,
     DVC_BUCKET,
@@ -299,12 +300,18 @@ def start_prefect(layout: StackLayout, ports: Ports, creds: Secrets) -> None:
     if WORK_POOL not in listed:
         _run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"], pool_env,
              "prefect work-pool create")
+    known = subprocess.run([_bin("prefect"), "automation", "inspect", zombies.AUTOMATION_NAME], capture_output=True,
+                           text=True, env=pool_env)
+    if known.returncode != 0:
+        _run([_bin("prefect"), "automation", "create", "--from-json", zombies.automation_json()], pool_env,
+             "prefect automation create (crash flow runs that stopped beating)")
 
 
 def start_worker(layout: StackLayout, ports: Ports, creds: Secrets) -> None:
     """A process worker on the pool: it runs deployed flows with the client environment of the stack."""
     env = {**_base_env(layout), **client_env(ports, creds)}
     env["PREFECT_HOME"] = str(layout.root / "worker-home")
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(zombies.HEARTBEAT_S)  # its runs beat; see stack/zombies.py
     # The worker's own health check answers once it polls the pool; bound to loopback like every service.
     env.update({"PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1",
                 "PREFECT_WORKER_WEBSERVER_PORT": str(ports.worker_health)})
