@@ -53,3 +53,20 @@ def test_a_compressed_archive_cannot_be_mapped_and_says_so(tmp_path):
     np.savez_compressed(tmp_path / "train.npz", images=np.zeros((4, 2, 2, 1), np.uint8), labels=np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="images.npy is compressed"):
         load_split(tmp_path, "train", 0.0)
+
+
+def test_subset_is_seeded_in_file_order_and_the_whole_set_when_small():
+    import torch
+
+    from genops.data.tensors import ImageSet
+
+    images = torch.arange(50, dtype=torch.uint8).reshape(50, 1, 1, 1).expand(50, 1, 2, 2).contiguous()
+    labels = torch.arange(50)
+    full = ImageSet(images, labels)
+    assert full.subset(50, seed=0) is full
+    a, b, c = full.subset(10, seed=0), full.subset(10, seed=0), full.subset(10, seed=1)
+    assert len(a) == 10 and torch.equal(a.labels, b.labels) and not torch.equal(a.labels, c.labels)
+    assert torch.equal(a.labels, a.labels.sort().values) and len(set(a.labels.tolist())) == 10
+    assert torch.equal(a.images[:, 0, 0, 0].long(), a.labels)  # images and labels stay paired
+    mapped = ImageSet(images, labels, mapped=True).subset(10, seed=0)
+    assert not mapped.mapped and torch.equal(mapped.labels, a.labels) and torch.equal(mapped.images, a.images)

@@ -77,6 +77,9 @@ class TrainConfig(Section):
     snapshots: list[float] = field([0.25, 0.5], "fractions of the steps after which the weights are kept "
                                    "(checkpoints/FAMILY/snapshots) and scored by evaluate: quality against compute")
     lr: float = field(0.001, "Adam learning rate (a family's own lr overrides it)", gt=0)
+    fit_images: int = field(20000, "training images that end-of-training fits see (the autoencoder's latent "
+                                   "Gaussian, the VAE's prior moments): a seeded subset of this many when the "
+                                   "training split is larger, else all of it", ge=2)
     checkpoint_every: int = field(250, "steps between resumable checkpoints", ge=1, training=False)
     log_every: int = field(25, "steps between MLflow loss logs", ge=1, training=False)
     num_threads: int | None = field(None, "torch CPU threads (null = torch default)", ge=1)

@@ -51,6 +51,20 @@ class ImageSet:
     def head(self, n: int) -> ImageSet:
         return ImageSet(self.images[:n], self.labels[:n], self.mapped, self.device)
 
+    def subset(self, n: int, seed: int) -> ImageSet:
+        """At most n images, drawn without replacement by `seed` and kept in file order (a memory-mapped set is
+        then read front to back); the set itself when it holds no more than n. Why: fits of a few moments
+        converge long before a million images, and passing every one costs more than the training did."""
+        if len(self) <= n:
+            return self
+        g = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(self), generator=g)[:n].sort().values
+        if self.mapped:
+            return ImageSet(self.images[index].contiguous(), self.labels[index], False, torch.device("cpu")).to(
+                self.device)
+        return ImageSet(self.images[index.to(self.images.device)], self.labels[index.to(self.labels.device)],
+                        False, self.device)
+
     def map_batches(self, batch_size: int, fn: Callable[[Batch], torch.Tensor | tuple[torch.Tensor, ...]]
                     ) -> tuple[torch.Tensor, ...]:
         """fn over the in-order batches, its outputs written into tensors preallocated for the whole set.

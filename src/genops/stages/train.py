@@ -123,13 +123,15 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
 
         snapshots = paths.work(family_name) / SNAPSHOTS
 
+        fit_set = data.subset(tcfg.fit_images, params.seed)  # what the end-of-training fits see
+
         def on_snapshot(step: int) -> None:
-            _save_snapshot(snapshots / snapshot_name(step), family, data, loop.batch_size * 2,
+            _save_snapshot(snapshots / snapshot_name(step), family, fit_set, loop.batch_size * 2,
                            {**extra, "snapshot_step": step})
 
         result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard,
                        on_snapshot=on_snapshot)
-        family.on_train_end(data, loop.batch_size * 2)
+        family.on_train_end(fit_set, loop.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
                             "num_parameters": family.num_parameters()})
         with atomic_dir(paths.checkpoint(family_name)) as out:
