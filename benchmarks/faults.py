@@ -542,10 +542,13 @@ def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
 
 def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     root, env = _stack_workspace(work, client)
-    proc = subprocess.Popen([str(BIN / "genops"), "pipeline", "--shared-tracking"], cwd=root, env=env,
+    proc = subprocess.Popen([str(BIN / "genops"), "pipeline"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     watch = _Watch(proc)
-    watch.wait_for(f"--- train@{FAMILY}")
+    if watch.wait_for(f"--- train@{FAMILY}") is None:
+        proc.wait()
+        return {"ok": False, "note": "the pipeline ended before training", "pipeline_exit": proc.returncode,
+                "message": watch.text()[-600:]}
     time.sleep(delay)
     down_s, down = _stack_cmd(folder, work, "down")
     up_s, up = _stack_cmd(folder, work, "up")
@@ -557,7 +560,7 @@ def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
                     "retries": sum(1 for line in err.splitlines() if " - Retry " in line)}
     if proc.returncode:
         result["message"] = (err.strip().splitlines() or [""])[-1][-300:]
-        rerun = _run([str(BIN / "genops"), "pipeline", "--shared-tracking"], root, env)
+        rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
         result["rerun_exit"] = rerun.returncode
     checks = _checks(root, env, None)
     result.update(checks)
