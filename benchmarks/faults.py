@@ -542,6 +542,7 @@ def worker_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
 
 def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
     root, env = _stack_workspace(work, client)
+    before = len(_registry(root, env).get("versions", []))  # the stack's registry holds the worker trial's too
     proc = subprocess.Popen([str(BIN / "genops"), "pipeline"], cwd=root, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     watch = _Watch(proc)
@@ -563,7 +564,9 @@ def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
         rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
         result["rerun_exit"] = rerun.returncode
     checks = _checks(root, env, None)
-    result.update(checks)
+    checks["one_version"] = checks["registry_versions"] - before == 1  # this run's, on a shared registry
+    checks["ok"] = all(v for k, v in checks.items() if k not in ("ok", "registry_versions", "remote_missing"))
+    result.update(checks, versions_before=before)
     result["ok"] = up.returncode == 0 and (proc.returncode == 0 or result.get("rerun_exit") == 0) and checks["ok"]
     return result
 
