@@ -176,6 +176,9 @@ def main() -> None:
             elif size == "5m":
                 path = made("5m", work / "synthetic5m.npz")
                 results["5m"] = run_size("5m", path, work, env, [("train_memory_mapped", ["data.in_memory_max_mb=0"])])
+            if isinstance(results.get(size), dict):
+                results[size]["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                         capture_output=True, text=True).stdout.strip()
             print(size, json.dumps(results.get(size)), flush=True)
             OUT.write_text(json.dumps(results, indent=2) + "\n")  # after each size: a cut-short run keeps its rows
     finally:
