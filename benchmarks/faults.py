@@ -218,15 +218,16 @@ print(json.dumps(out))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _checks(root: Path, env: dict, reference: dict | None) -> dict:
-    """What must hold after any fault and rerun; `ok` is all of them."""
+def _checks(root: Path, env: dict, reference: dict | None, versions_before: int = 0) -> dict:
+    """What must hold after any fault and rerun; `ok` is all of them. `versions_before`: versions the registry
+    held before the trial (a shared one), so `one_version` counts only what the trial registered."""
     reg = _registry(root, env)
     versions = reg.get("versions", [])
     status = _run(["dvc", "status"], root, env)
     out = {
         "registry_versions": len(versions),
         "registry_complete": bool(versions) and all(v["complete"] for v in versions),
-        "one_version": len(versions) == 1,
+        "one_version": len(versions) - versions_before == 1,
         "champion_complete": any(v["version"] == reg.get("champion") and v["complete"] for v in versions),
         "dvc_clean": status.returncode == 0 and "up to date" in status.stdout,
     }
@@ -242,22 +243,20 @@ def _checks(root: Path, env: dict, reference: dict | None) -> dict:
 
 
 def _kill_tree(root_pid: int) -> list[int]:
-    """SIGKILL a process and all its descendants, by parent links: Prefect's process worker starts each flow run
-    in a session of its own, so killing the worker's group would leave the run alive (not a lost host)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    tree, grew = {root_pid}, True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= more
-        grew = bool(more)
+    """SIGKILL a process and all its descendants: Prefect's process worker starts each flow run in a session of
+    its own, so killing the worker's group would leave the run alive (not a lost host)."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
     killed = []
-    for pid in sorted(tree):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+            killed.append(proc.pid)
     return killed
 
 
@@ -563,9 +562,7 @@ def restart_trial(work: Path, folder: Path, client: dict, delay: float) -> dict:
         result["message"] = (err.strip().splitlines() or [""])[-1][-300:]
         rerun = _run([str(BIN / "genops"), "pipeline"], root, env)
         result["rerun_exit"] = rerun.returncode
-    checks = _checks(root, env, None)
-    checks["one_version"] = checks["registry_versions"] - before == 1  # this run's, on a shared registry
-    checks["ok"] = all(v for k, v in checks.items() if k not in ("ok", "registry_versions", "remote_missing"))
+    checks = _checks(root, env, None, versions_before=before)
     result.update(checks, versions_before=before)
     result["ok"] = up.returncode == 0 and (proc.returncode == 0 or result.get("rerun_exit") == 0) and checks["ok"]
     return result

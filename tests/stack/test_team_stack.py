@@ -99,11 +99,7 @@ def test_deployed_retraining_runs_on_a_worker_pushes_to_the_remote_and_restores_
     root = make_project(tmp_path / "proj", {"families": ["autoencoder"], "stacked": {}})
     env = stack.env(root, tmp_path)
     run(["genops", "stack", "connect"], root, env)  # the bucket becomes this clone's DVC remote
-    run(["prefect", "--no-prompt", "deploy", "--all"], root, env)
-    out = run(["prefect", "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
-    flow_run_id = next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
-    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "genops", "--type", "process"], cwd=root,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    flow_run_id, worker = _deployment_run_on_a_worker(root, env)
     try:
         state = _wait_for_flow_run(flow_run_id, env, root, timeout=600)
     finally:
@@ -138,11 +134,7 @@ def test_a_run_whose_worker_and_host_process_died_is_marked_crashed_not_left_run
 
     root = make_project(tmp_path / "proj", {"families": ["autoencoder"], "stacked": {}})
     env = {**stack.env(root, tmp_path), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(zombies.HEARTBEAT_S)}
-    run(["prefect", "--no-prompt", "deploy", "--all"], root, env)
-    out = run(["prefect", "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
-    flow_run_id = next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
-    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "genops", "--type", "process"], cwd=root,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    flow_run_id, worker = _deployment_run_on_a_worker(root, env)
     try:
         assert _wait_for_flow_run(flow_run_id, env, root, timeout=300, states=("RUNNING",)) == "RUNNING"
         time.sleep(5)  # the run's first heartbeat is sent as it starts
@@ -155,23 +147,27 @@ def test_a_run_whose_worker_and_host_process_died_is_marked_crashed_not_left_run
     assert state == "CRASHED", f"{state} after {time.monotonic() - t0:.0f} s"
 
 
+def _deployment_run_on_a_worker(root: Path, env: dict) -> tuple[str, subprocess.Popen]:
+    """The project's deployments created, a run of the scheduled retraining, and a process worker to run it."""
+    run(["prefect", "--no-prompt", "deploy", "--all"], root, env)
+    out = run(["prefect", "deployment", "run", "genops-retrain/scheduled"], root, env).stdout
+    flow_run_id = next(w for w in out.split() if w.count("-") == 4 and len(w) == 36)
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "genops", "--type", "process"], cwd=root,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return flow_run_id, worker
+
+
 def _kill_tree(root_pid: int) -> list[int]:
     """SIGKILL a process and every descendant (what a host crash leaves: nothing of it gets to clean up). By
     parent links, not session: Prefect's process worker starts each flow run in a session of its own."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # field 4: ppid
-    tree, grew = {root_pid}, True
-    while grew:
-        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
-        tree |= more
-        grew = bool(more)
+    import psutil
+
+    root = psutil.Process(root_pid)
     killed = []
-    for pid in sorted(tree):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-            killed.append(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+            killed.append(proc.pid)
     return killed
 
 
