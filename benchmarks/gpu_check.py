@@ -43,6 +43,7 @@ def check_family(name: str, params, data, device: torch.device, steps: int, base
                  compile_: bool = False) -> tuple[dict, object]:
     from genops.data.spec import DataSpec
     from genops.evaluation.sampling import sampling_speed
+    from genops.models.capabilities import FitsData
     from genops.models.registry import instantiate
     from genops.serving.onnx_export import check_parity, export_graph
     from genops.serving.onnx_runtime import load_nets
@@ -56,9 +57,11 @@ def check_family(name: str, params, data, device: torch.device, steps: int, base
                         checkpoint_every=10**9, log_every=min(tcfg.log_every, steps), seed=0, max_loss=tcfg.max_loss,
                         progress=False, compile=compile_, channels_last=tcfg.channels_last)
     family.to(device)
-    family.on_train_start(data, loop.batch_size * 2)
+    if isinstance(family, FitsData):
+        family.on_train_start(data, loop.batch_size * 2)
     result = train(family, data, loop, work / f"{name}-ckpt", "gpu-check", device)
-    family.on_train_end(data, loop.batch_size * 2)
+    if isinstance(family, FitsData):
+        family.on_train_end(data, loop.batch_size * 2)
     row: dict = {"parameters": family.num_parameters(), "steps": steps, "batch_size": loop.batch_size,
                  "compile": compile_, "train_images_per_s": round(result.images_per_s, 1),
                  "final_losses": {k: round(v, 4) for k, v in result.history[-1].items() if k != "step"}}

@@ -149,13 +149,15 @@ def train_for(name: str, seconds: float, step, on_budget=None) -> dict:
 
 def train_ours(params, spec, data, seconds: float, seed: int) -> tuple[object, dict]:
     from genops.models.base import StepContext
+    from genops.models.capabilities import FitsData
     from genops.models.registry import instantiate
     from genops.training.loop import BatchSchedule
 
     torch.manual_seed(seed)
     cfg, bs = params.family("diffusion"), params.train.batch_size
     family = instantiate("diffusion", cfg, spec)
-    family.on_train_start(data, bs * 2)
+    if isinstance(family, FitsData):
+        family.on_train_start(data, bs * 2)
     opts = family.make_optimizers(cfg.learning_rate(params.train.lr))
     schedule = BatchSchedule(len(data), bs, seed)
     gen = torch.Generator().manual_seed(seed + 17)
@@ -166,7 +168,8 @@ def train_ours(params, spec, data, seconds: float, seed: int) -> tuple[object, d
         return float(family.train_step(data.batch(schedule.indices(i)), ctx)["loss"])
 
     result = train_for("ours", seconds, step)
-    family.on_train_end(data, bs * 2)
+    if isinstance(family, FitsData):
+        family.on_train_end(data, bs * 2)
     family.train_mode(False)
     result.update(batch_size=schedule.batch_size, images_seen=result["train_steps"] * schedule.batch_size,
                   num_parameters=family.num_parameters(), learning_rate=cfg.learning_rate(params.train.lr),

@@ -73,6 +73,7 @@ def train_speed(name: str, params, data, steps: int = 30) -> dict:
 
     from genops.config import FAMILIES
     from genops.models.base import StepContext
+    from genops.models.capabilities import FitsData
     from genops.models.registry import instantiate
     from genops.training.budget import flops_per_step
     from genops.training.loop import BatchSchedule
@@ -82,7 +83,8 @@ def train_speed(name: str, params, data, steps: int = 30) -> dict:
     base_name = FAMILIES[name].base  # speed only: an untrained base of the configured shape will do
     base = instantiate(base_name, params.family(base_name), spec) if base_name else None
     family = instantiate(name, params.family(name), spec, base)
-    family.on_train_start(data, 256)
+    if isinstance(family, FitsData):
+        family.on_train_start(data, 256)
     lr = params.family(name).learning_rate(params.train.lr)
     opts = family.make_optimizers(lr)
     bs = params.train.batch_size

@@ -97,3 +97,15 @@ def test_config_fields_that_do_not_change_training_leave_the_fingerprint_alone()
     for real in ({"diffusion.widths": [8, 16]}, {"train.steps": 10}, {"seed": 1}, {"diffusion.ema_decay": 0.99},
                  {"train.lr": 0.01}):
         assert fp(real) != ref, real
+
+
+def test_what_a_capability_runs_in_training_retrains_its_family(src_copy):
+    # CycleGAN's ExtraData capability: attach_data fills the bank that is saved with the weights and exported
+    assert _changed_by(src_copy, "models/families/cyclegan.py", "manual_seed(0))\n        index = order[",
+                       "manual_seed(1))\n        index = order[") == {"cyclegan"}
+    # FitsData: the VAE's post-training prior fit (latent diffusion trains on the VAE, so it follows)
+    assert "vae" in _changed_by(src_copy, "models/families/vae.py", '        if self.cfg.prior == "standard":',
+                                '        if self.cfg.prior == "standard" and True:')
+    # Phased: the VQ-VAE's phase boundaries decide which network each step trains
+    assert _changed_by(src_copy, "models/families/vqvae.py", "    def flop_phases(self)",
+                       "    def flop_phases(self, _unused=None)") == {"vqvae"}

@@ -15,6 +15,7 @@ import torch
 
 from genops.data.tensors import ImageSet
 from genops.models.base import Family
+from genops.models.capabilities import Inpaints
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def inpainting_metrics(family: Family, test: ImageSet, scorer, n: int, seed: int
     """Metrics and a figure (rows: masked input, completion, original) for the first n test images; None when
     the family cannot inpaint or n is 0."""
     n = min(n, len(test))
-    if n == 0:
+    if n == 0 or not isinstance(family, Inpaints):
         return None
     subset = test.head(n)
     batch = subset.batch(torch.arange(n))
@@ -40,10 +41,7 @@ def inpainting_metrics(family: Family, test: ImageSet, scorer, n: int, seed: int
     gen = torch.Generator().manual_seed(seed)
     done = []
     for start in range(0, n, batch_size):
-        part = family.complete(images[start:start + batch_size], mask[start:start + batch_size], gen)
-        if part is None:
-            return None
-        done.append(part.cpu())
+        done.append(family.complete(images[start:start + batch_size], mask[start:start + batch_size], gen).cpu())
     completed = torch.cat(done)
     masked = images * mask
     out = {"inpaint_fid": scorer(completed)["fid"], "inpaint_images": float(n),

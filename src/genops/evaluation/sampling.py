@@ -15,6 +15,7 @@ from genops.evaluation.evaluator import EvaluatorNet
 from genops.evaluation.features import features_and_probs, reference_subset
 from genops.evaluation.sample_metrics import all_metrics
 from genops.models.base import Family
+from genops.models.capabilities import SampleVariants
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def sample_set(family: Family, n: int, seed: int, batch_size: int, **variant) ->
     """n samples from fixed noise (seeded), in batches: the same draws for every evaluation of a family."""
     gen = torch.Generator().manual_seed(seed)
     out = []
-    labels_all = family.default_labels(n)
+    labels_all = family.sampling_labels(n)
     for start in range(0, n, batch_size):
         labels = labels_all[start : start + batch_size] if labels_all is not None else None
         out.append(family.sample(min(batch_size, n - start), gen, labels=labels, **variant).cpu())
@@ -80,7 +81,8 @@ class SampleScorer:
         """
         out: dict[str, float] = {}
         n = min(self.cfg.variant_samples, int(self.meta["n_eval"]))
-        for name, kwargs in family.sample_variants().items():
+        variants = family.sample_variants() if isinstance(family, SampleVariants) else {}
+        for name, kwargs in variants.items():
             t0 = time.perf_counter()
             images = sample_set(family, n, self.cfg.seed, self.cfg.batch_size, **kwargs)
             rate = n / (time.perf_counter() - t0)

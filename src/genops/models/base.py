@@ -1,9 +1,10 @@
 """The one interface every generative family implements.
 
-The pipeline only ever talks to a `Family`: it builds one from params, calls `train_step` in a
-generic loop, asks it to `sample` (through torch modules or ONNX Runtime sessions alike), lists the
-graphs to export, and collects the family's own metrics. Adding a family means writing a subclass
-with a typed config class and naming both in `genops.config.families.FAMILIES`.
+The core is what the pipeline needs from every family: build it from its config, its networks and optimisers,
+the train step the generic loop calls, `sample` (through torch modules or ONNX Runtime sessions alike) and the
+graphs to export. Everything else a family can do (encode, inpaint, translate, fit hooks, its own metrics, ...)
+is a capability it opts into by inheriting it (genops.models.capabilities). Adding a family means writing a
+subclass with a typed config class and naming both in `genops.config.families.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from genops.config.families import FamilyConfig, MonitorSettings, StackedConfig
+from genops.config.families import FamilyConfig, StackedConfig
 from genops.data.spec import DataSpec
-from genops.data.tensors import Batch, ImageSet
+from genops.data.tensors import Batch
 from genops.errors import GenopsError
 from genops.models.step import StepContext
 
@@ -97,22 +98,6 @@ class Family(ABC):
         if base is not None and not isinstance(cfg, StackedConfig):
             raise GenopsError(f"{self.name} is not built on another family's model, but was given a base")
 
-    def check_steps(self, steps: int) -> None:
-        """Refuses a step count the family cannot train with (a phased family needs steps in every phase)."""
-
-    def flop_phases(self) -> list[tuple[float, float]]:
-        """(start as a fraction of the steps, share of the steps) of each phase whose steps cost differently;
-        counted separately when the budget is turned into steps (genops.training.budget)."""
-        return [(0.0, 1.0)]
-
-    def flop_cycle(self) -> int:
-        """Steps after which the per-step work repeats (a GAN updates its generator every n_critic steps)."""
-        return 1
-
-    def monitor_settings(self) -> MonitorSettings | None:
-        """Mode-collapse checks during training, or None (only adversarial families need them)."""
-        return None
-
     def labels_of(self, batch: Batch) -> torch.Tensor | None:
         """The batch's labels when the family is conditional, else None."""
         return batch.y if self.conditional else None
@@ -131,18 +116,6 @@ class Family(ABC):
         """One update (backward and optimiser steps included); returns scalar losses to log: 0-d tensors left on
         the device (the loop reads them at logging intervals, avoiding a host sync per step) or floats."""
 
-    def on_train_start(self, train: ImageSet, batch_size: int) -> None:
-        """Fits from the data that training needs first (e.g. latent standardisation statistics)."""
-
-    def on_train_end(self, train: ImageSet, batch_size: int) -> None:
-        """Post-training fits that are part of the model (e.g. the autoencoder's latent Gaussian)."""
-
-    def attach_data(self, role: str, train: ImageSet, test: ImageSet) -> None:
-        """Receives an extra data source the family's config names (`FamilyConfig.data_sources`, e.g. CycleGAN's
-        domain B) as seeded train/test splits in the main data's shape; the stages call it before training and
-        before evaluation. A family that asks for no extra data refuses any."""
-        raise GenopsError(f"{self.name} takes no extra data source {role!r}")
-
     # --- sampling ---------------------------------------------------------------------------
     @abstractmethod
     def sampling_nets(self) -> dict[str, Net]:
@@ -154,64 +127,24 @@ class Family(ABC):
         nets: Mapping[str, Net] | None = None, **kwargs,
     ) -> torch.Tensor:
         """n images in [0, 1], N x C x H x W. `nets` may be ONNX Runtime sessions; default torch.
-        Extra keyword arguments select a sampling variant (see `sample_variants`)."""
+        Extra keyword arguments are the family's `sample_options`."""
 
     def sampling_passes(self, **options) -> int:
         """Network passes one image costs with these `sample` options: the unit a served request's work is capped
         in (genops.serving.generator). One for single-pass samplers (GANs, decoders)."""
         return 1
 
-    def sample_variants(self) -> dict[str, dict]:
-        """Named alternative settings of `sample` (e.g. DDIM step counts) whose quality/speed trade-off
-        the evaluation measures: name -> keyword arguments for `sample`."""
-        return {}
-
-    def default_labels(self, n: int) -> torch.Tensor | None:
-        """Labels cycling over classes for conditional families, None otherwise."""
-        if not self.conditional:
-            return None
+    def sampling_labels(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The labels a sampler conditions on: the caller's, else labels cycling over the classes (None if
+        unconditional)."""
+        if labels is not None or not self.conditional:
+            return labels
         return torch.arange(n) % self.spec.num_classes
 
-    def sampling_labels(self, n: int, labels: torch.Tensor | None) -> torch.Tensor | None:
-        """The labels a sampler conditions on: the caller's, else the default cycle (None if unconditional)."""
-        return labels if labels is not None else self.default_labels(n)
-
-    # --- export, evaluation -----------------------------------------------------------------
+    # --- export -----------------------------------------------------------------
     @abstractmethod
     def export_specs(self) -> list[ExportSpec]:
         """Graphs to export to ONNX; the first is the sampler registered as the model."""
-
-    def evaluate(self, test: ImageSet, cfg: dict, generator: torch.Generator,
-                 evaluator: EvaluatorView | None = None) -> dict[str, float]:
-        """Family-specific metrics on the test split (reconstruction, likelihood, ...); `evaluator` gives the
-        common feature space to families whose claims are measured in it (None: skip those metrics)."""
-        return {}
-
-    def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor | None:
-        """Images along a path in latent space from a to b: (len(a) * steps) x C x H x W."""
-        return None
-
-    def complete(self, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                 nets: Mapping[str, Net] | None = None, **kwargs) -> torch.Tensor | None:
-        """Fill in the pixels where `mask` is 0 (1 = keep) of images in [0, 1] (N x C x H x W; mask N x 1 x H x W),
-        keeping the rest: inpainting. None for families that cannot condition on part of an image."""
-        return None
-
-    def translate(self, images: torch.Tensor, direction: str,
-                  nets: Mapping[str, Net] | None = None) -> torch.Tensor | None:
-        """Images in [0, 1] (N x C x H x W) of one domain mapped to the other (`direction` "a2b" or "b2a"; A is the
-        training data). None for families that do not translate (`genops sample --input` refuses them)."""
-        return None
-
-    def traverse(self, x: Batch, steps: int) -> torch.Tensor | None:
-        """A latent traversal of the first image of x: one row per latent direction, `steps` values along it
-        (rows * steps) x C x H x W; None for families without a latent space worth walking."""
-        return None
-
-    def figures(self, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, int]]:
-        """Pictures of what the family's own claims are about (a style-mixing grid, ...): name -> (images in [0, 1],
-        images per row). The evaluate stage saves each as reports/FAMILY/eval/NAME.png and logs it."""
-        return {}
 
     # --- helpers shared by all ----------------------------------------------------------------
     @property

@@ -26,6 +26,7 @@ import torch
 
 from genops.errors import GenopsError
 from genops.models.base import SAMPLE_OPTION_TYPES
+from genops.models.capabilities import Inpaints, Translates
 from genops.serving.images import to_uint8
 from genops.storage.bundle import REGISTRY_BUNDLE
 
@@ -135,18 +136,16 @@ class Generator:
     def complete(self, images: torch.Tensor, mask: torch.Tensor, seed: int, **options) -> torch.Tensor:
         """Inpainting: the pixels where mask is 0 generated around the kept ones (families that can)."""
         options.pop("guidance", None)  # completions run the unconditional model
-        out = self.family.complete(images, mask, torch.Generator().manual_seed(seed), nets=self.nets, **options)
-        if out is None:
+        if not isinstance(self.family, Inpaints):
             raise GenopsError(f"{self.family.name} cannot inpaint (it cannot condition on part of an image); "
                               "the pixel diffusion family can")
-        return out
+        return self.family.complete(images, mask, torch.Generator().manual_seed(seed), nets=self.nets, **options)
 
     def translate(self, images: torch.Tensor, direction: str) -> torch.Tensor:
         """Images in [0, 1] (N x C x H x W, the model's shape) mapped to the other domain (families that can)."""
-        out = self.family.translate(images, direction, nets=self.nets)
-        if out is None:
+        if not isinstance(self.family, Translates):
             raise GenopsError(f"{self.family.name} does not translate images (--input); cyclegan does")
-        return out
+        return self.family.translate(images, direction, nets=self.nets)
 
     def parse(self, row: dict) -> dict:
         """One request row -> keyword arguments of `images`; unknown columns and wrong types are errors."""

@@ -12,6 +12,7 @@ import torch
 from genops.config import Params
 from genops.data.domains import attach_domains
 from genops.data.tensors import load_split
+from genops.models.capabilities import Interpolates, InterpolatesNoise, OwnFigures, OwnMetrics, Traverses
 from genops.storage.atomic import write_json_atomic
 from genops.storage.bundle import load_bundle, read_meta
 from genops.storage.paths import ProjectPaths
@@ -47,7 +48,8 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
 
     log.info("evaluate %s on %d test images", family_name, len(test))
     net, emeta = load_evaluator(paths)
-    metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed), evaluator_view(net, emeta)))
+    metrics = dict(family.evaluate(test, cfg, torch.Generator().manual_seed(seed), evaluator_view(net, emeta))
+                   if isinstance(family, OwnMetrics) else {})
     # As many samples as real images in the floor (same FID bias), unless the family's budget is lower.
     n_eval = min(int(emeta["n_eval"]), cfg.n_samples)
     if n_eval < int(emeta["n_eval"]):
@@ -94,18 +96,22 @@ def evaluate_stage(family_name: str, params: Params, root: Path) -> dict[str, fl
     shutil.rmtree(report, ignore_errors=True)
     grid = save_grid(samples[: cfg.grid_size], report / "samples.png", nrow=8)
     a, b = test.head(8).to(device), test.to(device)
-    interp = family.interpolate(a.batch(torch.arange(0, 8, device=device)),
-                                b.batch(torch.arange(8, 16, device=device) % len(test)), steps=10)
+    first = a.batch(torch.arange(0, 8, device=device))
     figures = [grid, save_grid(closest_pairs(samples, copies, train), report / "nearest.png",
                                nrow=min(8, len(samples)))]
-    if interp is not None:
+    if isinstance(family, Interpolates):
+        interp = family.interpolate(first, b.batch(torch.arange(8, 16, device=device) % len(test)), steps=10)
         figures.append(save_grid(interp, report / "interpolation.png", nrow=10))
+    elif isinstance(family, InterpolatesNoise):
+        figures.append(save_grid(family.noise_interpolation(len(first.x), 10, first.y), report / "interpolation.png",
+                                 nrow=10))
     if inpainting is not None:  # rows: masked input, completion, original
         figures.append(save_grid(inpainting[1], report / "inpainting.png", nrow=len(inpainting[1]) // 3))
-    for name, (images, nrow) in family.figures(torch.Generator().manual_seed(seed)).items():
-        figures.append(save_grid(images, report / f"{name}.png", nrow=nrow))
-    walk = family.traverse(a.batch(torch.arange(0, len(a), device=device)), steps=10)
-    if walk is not None:
+    if isinstance(family, OwnFigures):
+        for name, (images, nrow) in family.figures(torch.Generator().manual_seed(seed)).items():
+            figures.append(save_grid(images, report / f"{name}.png", nrow=nrow))
+    if isinstance(family, Traverses):
+        walk = family.traverse(a.batch(torch.arange(0, len(a), device=device)), steps=10)
         figures.append(save_grid(walk, report / "traversal.png", nrow=10))
     out = {"family": family_name, "primary_metric": family.primary_metric.name,
            "primary_direction": family.primary_metric.direction,

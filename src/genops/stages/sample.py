@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from genops.errors import GenopsError
+from genops.models.capabilities import Translates
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _translate_folder(generator, folder: Path, root: Path, direction: str) -> tu
     from genops.data.sources import load_source
 
     family = generator.family
-    if family.translate(torch.zeros(0, *family.spec.shape), direction) is None:
+    if not isinstance(family, Translates):
         raise GenopsError(f"{family.name} does not translate images, so it takes no --input; cyclegan does")
     with load_source(str(folder.resolve()), root) as raw:
         images, _, kept = convert_to_spec(raw, family.spec, f"--input {folder}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from genops.config import FAMILIES, Params, StackedConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import load_split
+from genops.models.capabilities import FitsData, Monitored, Phased
 from genops.storage.atomic import atomic_dir, write_json_atomic
 from genops.storage.bundle import FAMILY_JSON, WEIGHTS, family_meta, read_meta, save_bundle, write_meta
 from genops.storage.paths import ProjectPaths
@@ -81,7 +82,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
         return _run_ranks(family_name, params, paths)
     data = load_split(paths.prepared, "train", params.data.in_memory_max_mb)
     family.to(device)
-    family.on_train_start(data, tcfg.batch_size * 2)
+    if isinstance(family, FitsData):
+        family.on_train_start(data, tcfg.batch_size * 2)
     budget = _budget(family, cfg, tcfg, data, device, params.seed)
     loop = LoopSettings(steps=budget.steps, batch_size=tcfg.batch_size, lr=cfg.learning_rate(tcfg.lr),
                         checkpoint_every=tcfg.checkpoint_every, log_every=tcfg.log_every, seed=params.seed,
@@ -131,7 +133,8 @@ def _train(family_name: str, params: Params, root: Path, shard, device) -> Train
 
         result = train(family, data, loop, paths.work(family_name), fingerprint, device, on_log=on_log, shard=shard,
                        on_snapshot=on_snapshot)
-        family.on_train_end(fit_set, loop.batch_size * 2)
+        if isinstance(family, FitsData):
+            family.on_train_end(fit_set, loop.batch_size * 2)
         mlflow.log_metrics({"train_images_per_s": result.images_per_s, "train_wall_s": result.wall_s,
                             "num_parameters": family.num_parameters()})
         with atomic_dir(paths.checkpoint(family_name)) as out:
@@ -184,7 +187,8 @@ def _budget(family, cfg, tcfg, data, device, seed: int):
         budget = resolve_steps(family.name, cfg.steps, tcfg.steps, tcfg.budget, flops)
     except ValueError as exc:
         raise GenopsError(str(exc)) from None
-    family.check_steps(budget.steps)
+    if isinstance(family, Phased):
+        family.check_steps(budget.steps)
     return budget
 
 
@@ -201,7 +205,8 @@ def _save_snapshot(folder: Path, family, data, batch_size: int, extra: dict) -> 
     with rng_kept(family.device):
         snap = copy.deepcopy(family)
         snap.train_mode(False)
-        snap.on_train_end(data, batch_size)
+        if isinstance(snap, FitsData):
+            snap.on_train_end(data, batch_size)
         with atomic_dir(folder) as out:
             save_bundle(out, snap, extra)
 
@@ -314,7 +319,7 @@ def _up_to_date(paths: ProjectPaths, family_name: str, meta: dict) -> TrainStage
 
 def _collapse_monitor(paths: ProjectPaths, family, train_set):
     """A CollapseMonitor in evaluator features when the family asks for one, else None."""
-    settings = family.monitor_settings()
+    settings = family.monitor_settings() if isinstance(family, Monitored) else None
     if settings is None:
         return None
     from genops.evaluation.features import features_and_probs, load_evaluator, reference_subset

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import flop_registry
 
 from genops.data.tensors import Batch
 from genops.models.base import Family
+from genops.models.capabilities import Phased
 from genops.models.step import StepContext
 from genops.training.device import rng_kept
 
@@ -67,7 +68,7 @@ def flops_per_step(family: Family, batch: Batch, lr: float, seed: int) -> float:
     copy of the family so the real one, its optimisers and every random generator are left as they were.
 
     Phased families (VQ-VAE: autoencoder, then prior) and cyclic ones (a GAN's generator step every n_critic
-    critic steps) say so through `Family.flop_phases` and `Family.flop_cycle`; each phase is counted over one
+    critic steps) say so as `Phased` families (genops.models.capabilities); each phase is counted over one
     whole cycle and weighted by its share of the steps."""
     probe = copy.deepcopy(family)
     optimizers = probe.make_optimizers(lr)
@@ -75,13 +76,14 @@ def flops_per_step(family: Family, batch: Batch, lr: float, seed: int) -> float:
     total = 0.0
     with rng_kept(batch.x.device):
         probe.train_mode(True)
-        for start, share in probe.flop_phases():
+        phases, cycle = (probe.flop_phases(), probe.flop_cycle()) if isinstance(probe, Phased) else ([(0.0, 1.0)], 1)
+        for start, share in phases:
             first = int(start * _PROBE_TOTAL) + 1  # +1: first-step work (data-dependent inits) is not per-step
             counter = FlopCount()
             with counter:
-                for step in range(first, first + probe.flop_cycle()):
+                for step in range(first, first + cycle):
                     probe.train_step(batch, StepContext(step, _PROBE_TOTAL, optimizers, nullcontext, generator))
-            total += share * counter.total / probe.flop_cycle()
+            total += share * counter.total / cycle
     return total
 
 

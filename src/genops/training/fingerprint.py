@@ -4,7 +4,8 @@
                        seed, data hash, base model version, digest of the code training runs)
 
 The code digest is computed statically from the source: starting at the family class's training entry
-points (construction, optimisers, `train_step`, the fit hooks, ...) it follows every method reached through
+points (the core's: construction, optimisers, `train_step`, ...; and the `training_methods` of every capability
+the family inherits: fit hooks, extra data, phases) it follows every method reached through
 `self.` (resolved in the family's own method order, so latent diffusion's MLP denoiser counts and the pixel
 U-Net does not), every function, class or constant reached by name in genops modules, and whole network
 classes; plus the training loop and batching modules. Each piece is hashed as its syntax tree without
@@ -26,11 +27,11 @@ from genops.config.families import FAMILIES, FamilyConfig
 from genops.config.loading import params_hash
 from genops.config.sections import TrainConfig
 
-# Methods of a Family that run while training (the generic loop, the train stage and checkpointing call them).
-TRAINING_METHODS = ("__init__", "networks", "make_optimizers", "train_step", "on_train_start",
-                    "on_train_end", "train_mode", "to", "state_dict", "load_state_dict", "check_steps",
-                    "flop_phases", "flop_cycle",
-                    "labels_of", "device")
+# Methods of the Family core that run while training (the generic loop, the train stage and checkpointing call
+# them); each capability a family inherits adds its own `training_methods` (genops.models.capabilities).
+CORE_TRAINING_METHODS = ("__init__", "networks", "make_optimizers", "train_step", "train_mode", "to", "state_dict",
+                         "load_state_dict", "labels_of", "device")
+CAPABILITIES_MODULE = "genops.models.capabilities"
 # Modules that every family's training runs whole: the loop, checkpoints, device/seed set-up, batching.
 TRAINING_MODULES = ("genops.training.loop", "genops.training.checkpoint", "genops.training.device",
                     "genops.data.tensors", "genops.models.step", "genops.models.sharding",
@@ -157,7 +158,7 @@ class _Walker:
             return
         self._seen.add(("family", module, cls))
         mro = self.mro(module, cls)
-        for method in TRAINING_METHODS:
+        for method in training_methods(mro):
             self.visit_method(mro, method, start=0)
 
     def visit_method(self, mro: list[tuple[str, ast.ClassDef]], method: str, start: int) -> None:
@@ -227,6 +228,21 @@ class _Walker:
 
     def is_family(self, module: str, cls: ast.ClassDef) -> bool:
         return any((m, c.name) == FAMILY_BASE for m, c in self.mro(module, cls.name))
+
+
+def training_methods(mro: list[tuple[str, ast.ClassDef]]) -> list[str]:
+    """The core's training methods, then each capability's `training_methods` (read from its class body), for the
+    capabilities in a family's MRO: what the family declares runs while it trains."""
+    out = list(CORE_TRAINING_METHODS)
+    for module, cls in mro:
+        if module != CAPABILITIES_MODULE:
+            continue
+        for node in cls.body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == "training_methods" for t in targets):
+                    out += [m for m in ast.literal_eval(node.value) if m not in out]
+    return out
 
 
 def _code_nodes(node: ast.AST):

@@ -35,7 +35,7 @@ class CollapseMonitor:
     def __call__(self, step: int) -> dict[str, float]:
         self.family.train_mode(False)
         try:
-            labels = self.family.default_labels(self.n_samples)
+            labels = self.family.sampling_labels(self.n_samples)
             images = self.family.sample(self.n_samples, torch.Generator().manual_seed(self.seed), labels=labels)
         finally:
             self.family.train_mode(True)

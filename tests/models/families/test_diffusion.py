@@ -13,6 +13,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import StepContext
+from genops.models.capabilities import Inpaints
 from genops.models.diffusion import samplers
 from genops.models.diffusion.schedules import NoiseSchedule, x0_and_eps
 from genops.models.diffusion.vlb import discretized_gaussian_log_prob, vlb_strata
@@ -274,10 +275,10 @@ def test_variants_timesteps_and_interpolation():
     seq = family.timesteps(10)
     assert len(seq) == 10 and seq[0] == 59 and seq[-1] == 0 and seq == sorted(seq, reverse=True)
     assert family.timesteps(60) == list(range(59, -1, -1)) and family.timesteps(1) == [59]
-    a, b = _batch(family.spec, 2), _batch(family.spec, 2)
-    path = family.interpolate(a, b, steps=4)
+    labels = _batch(family.spec, 2).y
+    path = family.noise_interpolation(2, 4, labels)
     assert path.shape == (8, 1, 8, 8) and float(path.min()) >= 0 and float(path.max()) <= 1
-    assert torch.equal(path, family.interpolate(a, b, steps=4))  # seeded noise, deterministic DDIM
+    assert torch.equal(path, family.noise_interpolation(2, 4, labels))  # seeded noise, deterministic DDIM
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
@@ -329,4 +330,4 @@ def test_diffusion_inpaints_deterministically_and_other_families_decline():
     assert a.shape == images.shape and torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
     torch.testing.assert_close(a[..., :4, :], images[..., :4, :], atol=1e-6, rtol=0)
     assert not torch.allclose(a[..., 4:, :], images[..., 4:, :])
-    assert build_family("vae", spec, {"widths": [8]}).complete(images, mask, torch.Generator()) is None
+    assert isinstance(fam, Inpaints) and not isinstance(build_family("vae", spec, {"widths": [8]}), Inpaints)

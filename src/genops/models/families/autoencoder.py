@@ -20,11 +20,12 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import FitsData, Interpolates, OwnMetrics
 from genops.models.networks.conv import ConvDecoder, ConvEncoder
 from genops.models.networks.graphs import LatentGaussianSampler
 
 
-class Autoencoder(Family):
+class Autoencoder(Family, FitsData, OwnMetrics, Interpolates):
     name = "autoencoder"
     info = FamilyInfo(
         summary="Deterministic conv autoencoder trained on reconstruction MSE (baseline).",

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genops.config.families import CycleGanConfig, MonitorSettings
+from genops.config.families import CycleGanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
-from genops.models.families.gan import grad_norm
+from genops.models.capabilities import ExtraData, OwnFigures, OwnMetrics, Translates
+from genops.models.families.adversarial import Adversarial, grad_norm
 from genops.models.networks.cyclegan import ImageBank, ImageHistory, PatchDiscriminator, ResnetGenerator
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def cycle_loss(g_ab: nn.Module, g_ba: nn.Module, a: torch.Tensor, b: torch.Tenso
     return F.l1_loss(g_ba(g_ab(a)), a) + F.l1_loss(g_ab(g_ba(b)), b)
 
 
-class CycleGAN(Family):
+class CycleGAN(Adversarial, ExtraData, Translates, OwnMetrics, OwnFigures):
     name = "cyclegan"
     info = FamilyInfo(
         summary="CycleGAN: unpaired translation between the training data (A) and cyclegan.domain_b (B); two ResNet "
@@ -106,20 +107,15 @@ class CycleGAN(Family):
         return self.domain_b
 
     # --- training --------------------------------------------------------------------------------
-    def monitor_settings(self) -> MonitorSettings | None:
-        return self.cfg.monitor()
-
     def networks(self) -> dict[str, nn.Module]:
         return {"g_ab": self.G_ab, "g_ba": self.G_ba, "d_a": self.D_a, "d_b": self.D_b,
                 "history_a": self.history_a, "history_b": self.history_b, "bank": self.bank}
 
-    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
-        betas = tuple(self.cfg.betas)
-        lr_g, lr_d = self.cfg.learning_rates(lr)
-        generators = [*self.G_ab.parameters(), *self.G_ba.parameters()]
-        return {"g": torch.optim.Adam(generators, lr=lr_g, betas=betas),
-                "d_a": torch.optim.Adam(self.D_a.parameters(), lr=lr_d, betas=betas),
-                "d_b": torch.optim.Adam(self.D_b.parameters(), lr=lr_d, betas=betas)}
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return [*self.G_ab.parameters(), *self.G_ba.parameters()]
+
+    def discriminators(self) -> dict[str, nn.Module]:
+        return {"d_a": self.D_a, "d_b": self.D_b}
 
     def b_batch(self, n: int, ctx: StepContext) -> torch.Tensor:
         """A seeded draw of n training images of B (this rank's rows of the global draw)."""

@@ -43,6 +43,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import Inpaints, InterpolatesNoise, OwnMetrics, SampleVariants
 from genops.models.diffusion.ema import ema_avg_fn
 from genops.models.diffusion.samplers import SAMPLERS, respaced_timesteps, run_chain, run_inpaint_chain
 from genops.models.diffusion.schedules import NoiseSchedule
@@ -53,7 +54,10 @@ from genops.models.networks.unet import UNet
 from genops.models.sharding import BatchNoise, batch_noise
 
 
-class Diffusion(Family):
+class DenoisingDiffusion(Family, SampleVariants, OwnMetrics, InterpolatesNoise):
+    """What pixel and latent diffusion share: the schedule, the denoiser's training, the samplers, the bound."""
+
+
     name = "diffusion"
     info = FamilyInfo(
         summary="DDPM (Ho et al. 2020): U-Net predicting eps or v under a linear/cosine beta schedule, "
@@ -226,32 +230,6 @@ class Diffusion(Family):
         x0 = self.denoise(x_T, generator, labels, nets, **kwargs)
         return self.from_diffusion_space(x0, nets)
 
-    @torch.no_grad()
-    def complete(self, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
-                 nets: Mapping[str, Net] | None = None, steps: int | None = None, method: str | None = None,
-                 eta: float | None = None, resample: int | None = None, **kwargs) -> torch.Tensor:
-        """Inpainting with the unconditional model (RePaint, Lugmayr et al. 2022; samplers.run_inpaint_chain): the
-        pixels where mask is 0 are generated, consistent with the kept ones. A class-conditional model runs with
-        its null label (guidance 0): the label of a half-seen digit is what the completion has to work out."""
-        cfg = self.cfg
-        net = (nets or self.sampling_nets())["denoiser"]
-        method = method or cfg.sample_method
-        if method not in SAMPLERS:
-            raise GenopsError(f"{self.name}: sampling method {method!r}: expected one of {', '.join(SAMPLERS)}")
-        if steps is not None and not 1 <= int(steps) <= self.T:
-            raise GenopsError(f"{self.name}: steps={steps}: expected 1..{self.T} (the model's timesteps T)")
-        seq = self.timesteps(cfg.sample_steps if steps is None else steps)
-        known = images.to(self.device) * 2 - 1
-        mask = mask.to(self.device, known.dtype).expand(known.shape[0], 1, *known.shape[2:])
-        labels = torch.full((known.shape[0],), self.num_classes, dtype=torch.long, device=self.device) \
-            if self.conditional else None
-        x_T = torch.randn(known.shape, generator=generator).to(self.device)
-        x0 = run_inpaint_chain(lambda x, t: self._predict(net, x, t, labels, 1.0), x_T, known, mask, self.schedule,
-                               seq, SAMPLERS[method], cfg.eta if eta is None else float(eta), self.prediction,
-                               cfg.clip_denoised, generator, cfg.inpaint_resample if resample is None else resample,
-                               len(seq) >= 20, f"inpaint {self.name}")
-        return self.from_diffusion_space(x0, nets)
-
     # --- export, evaluation ------------------------------------------------------------------------
     def export_specs(self) -> list[ExportSpec]:
         x_t = torch.randn(2, *self.x_shape, device=self.device)
@@ -287,14 +265,43 @@ class Diffusion(Family):
                 "test_loss": simple, "vlb_timesteps": float(K), "nll_images": float(count)}
 
     @torch.no_grad()
-    def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor:
+    def noise_interpolation(self, n: int, steps: int, labels: torch.Tensor | None) -> torch.Tensor:
         """Spherical interpolation between two seeded x_T per pair, each decoded by deterministic DDIM (eta = 0)."""
         gen = torch.Generator().manual_seed(0)
-        n = a.x.shape[0]
         za = torch.randn(n, *self.x_shape, generator=gen).flatten(1)
         zb = torch.randn(n, *self.x_shape, generator=gen).flatten(1)
         rows = [slerp(za, zb, s) for s in torch.linspace(0, 1, steps).tolist()]
         x_T = torch.stack(rows, dim=1).reshape(n * steps, *self.x_shape).to(self.device)
-        labels = a.y.repeat_interleave(steps).to(self.device) if self.conditional else None
+        labels = labels.repeat_interleave(steps).to(self.device) if self.conditional else None
         x0 = self.denoise(x_T, gen, labels, method="ddim", eta=0.0, guidance=self.cfg.guidance)
         return self.from_diffusion_space(x0)
+
+
+class Diffusion(DenoisingDiffusion, Inpaints):
+    """Pixel-space diffusion: the denoiser sees pixels, so it can also complete a partly masked image."""
+
+    @torch.no_grad()
+    def complete(self, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator,
+                 nets: Mapping[str, Net] | None = None, steps: int | None = None, method: str | None = None,
+                 eta: float | None = None, resample: int | None = None, **kwargs) -> torch.Tensor:
+        """Inpainting with the unconditional model (RePaint, Lugmayr et al. 2022; samplers.run_inpaint_chain): the
+        pixels where mask is 0 are generated, consistent with the kept ones. A class-conditional model runs with
+        its null label (guidance 0): the label of a half-seen digit is what the completion has to work out."""
+        cfg = self.cfg
+        net = (nets or self.sampling_nets())["denoiser"]
+        method = method or cfg.sample_method
+        if method not in SAMPLERS:
+            raise GenopsError(f"{self.name}: sampling method {method!r}: expected one of {', '.join(SAMPLERS)}")
+        if steps is not None and not 1 <= int(steps) <= self.T:
+            raise GenopsError(f"{self.name}: steps={steps}: expected 1..{self.T} (the model's timesteps T)")
+        seq = self.timesteps(cfg.sample_steps if steps is None else steps)
+        known = images.to(self.device) * 2 - 1
+        mask = mask.to(self.device, known.dtype).expand(known.shape[0], 1, *known.shape[2:])
+        labels = torch.full((known.shape[0],), self.num_classes, dtype=torch.long, device=self.device) \
+            if self.conditional else None
+        x_T = torch.randn(known.shape, generator=generator).to(self.device)
+        x0 = run_inpaint_chain(lambda x, t: self._predict(net, x, t, labels, 1.0), x_T, known, mask, self.schedule,
+                               seq, SAMPLERS[method], cfg.eta if eta is None else float(eta), self.prediction,
+                               cfg.clip_denoised, generator, cfg.inpaint_resample if resample is None else resample,
+                               len(seq) >= 20, f"inpaint {self.name}")
+        return self.from_diffusion_space(x0, nets)

@@ -29,6 +29,7 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import EvaluatorView, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import Phased
 from genops.models.diffusion.schedules import expand
 from genops.models.families.diffusion import Diffusion
 from genops.models.sharding import BatchNoise
@@ -38,7 +39,7 @@ FROM_TEACHER = ("timesteps", "schedule", "prediction", "widths", "blocks_per_lev
                 "conditional", "p_uncond", "clip_denoised", "guidance")
 
 
-class DistilledDiffusion(Diffusion):
+class DistilledDiffusion(Diffusion, Phased):
     name = "diffusion-distilled"
     info = FamilyInfo(
         summary="Progressive distillation (Salimans & Ho 2022) of the registered diffusion model's DDIM sampler: "

@@ -19,33 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from genops.config.families import GanConfig, MonitorSettings
+from genops.config.families import GanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import InterpolatesNoise
+from genops.models.families.adversarial import Adversarial, d_loss, g_loss, grad_norm
 from genops.models.latent_paths import slerp
 from genops.models.networks.dcgan import Discriminator, Generator
 from genops.models.networks.graphs import NoiseToImage
 from genops.models.sharding import BatchNoise, batch_noise
-
-
-def d_loss(objective: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Discriminator / critic loss from its scores on real and fake (without the gradient penalty)."""
-    if objective == "wgan-gp":
-        return fake.mean() - real.mean()
-    return F.softplus(-real).mean() + F.softplus(fake).mean()  # BCE with targets 1 (real), 0 (fake)
-
-
-def g_loss(objective: str, fake: torch.Tensor) -> torch.Tensor:
-    """Generator loss from D's scores (logits) on fakes."""
-    if objective == "minimax":
-        return -F.softplus(fake).mean()  # E log(1 - D(G(z))) = -E softplus(logit)
-    if objective == "nonsaturating":
-        return F.softplus(-fake).mean()  # -E log D(G(z))
-    return -fake.mean()  # WGAN
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
@@ -57,14 +42,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
     return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
-def grad_norm(*modules: nn.Module) -> torch.Tensor | float:
-    """The gradients' total 2-norm over the modules' parameters, left on the device (the training loop reads it at
-    logging intervals)."""
-    norms = [p.grad.norm() for m in modules for p in m.parameters() if p.grad is not None]
-    return torch.stack(norms).norm().detach() if norms else 0.0
-
-
-class GAN(Family):
+class GAN(Adversarial, InterpolatesNoise):
     name = "gan"
     info = FamilyInfo(
         summary="DCGAN with minimax / non-saturating / WGAN-GP objectives, optional spectral norm, cGAN.",
@@ -90,17 +68,14 @@ class GAN(Family):
     def flop_cycle(self) -> int:
         return self.n_critic
 
-    def monitor_settings(self) -> MonitorSettings | None:
-        return self.cfg.monitor()
-
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.G, "discriminator": self.D}
 
-    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
-        betas = tuple(self.cfg.betas)
-        lr_g, lr_d = self.cfg.learning_rates(lr)
-        return {"g": torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas),
-                "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.G.parameters())
+
+    def discriminators(self) -> dict[str, nn.Module]:
+        return {"d": self.D}
 
     def _noise(self, n: int, generator: torch.Generator | BatchNoise) -> torch.Tensor:
         return batch_noise(generator).randn(n, self.latent_dim).to(self.device)
@@ -163,11 +138,11 @@ class GAN(Family):
         return [ExportSpec("sampler", NoiseToImage(self.G), (noise,), ["noise"], ["image"])]
 
     @torch.no_grad()
-    def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor:
+    def noise_interpolation(self, n: int, steps: int, labels: torch.Tensor | None) -> torch.Tensor:
         """No encoder: spherical interpolation between seeded noise vectors (one row per pair)."""
         gen = torch.Generator().manual_seed(0)
-        za, zb = self._noise(a.x.shape[0], gen), self._noise(a.x.shape[0], gen)
-        y = self.labels_of(a)
+        za, zb = self._noise(n, gen), self._noise(n, gen)
+        y = labels if self.conditional else None
         rows = [self.G(slerp(za, zb, t), y) for t in torch.linspace(0, 1, steps)]
         return torch.stack(rows, dim=1).flatten(0, 1)
 

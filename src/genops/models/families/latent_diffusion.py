@@ -26,7 +26,8 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net
-from genops.models.families.diffusion import Diffusion
+from genops.models.capabilities import FitsData
+from genops.models.families.diffusion import DenoisingDiffusion
 from genops.models.families.vae import VAE
 from genops.models.likelihoods import reparameterize
 from genops.models.networks.graphs import LatentDecoder, LatentStats
@@ -34,7 +35,7 @@ from genops.models.networks.mlp import MLPDenoiser
 from genops.models.sharding import BatchNoise
 
 
-class LatentDiffusion(Diffusion):
+class LatentDiffusion(DenoisingDiffusion, FitsData):
     name = "latent-diffusion"
     info = FamilyInfo(
         summary="Latent diffusion (Rombach et al. 2022): DDPM/DDIM with classifier-free guidance in the latent "
@@ -100,10 +101,6 @@ class LatentDiffusion(Diffusion):
         mu, logvar = self.vae.encoder(batch.x)
         z = reparameterize(mu.float(), logvar.float(), noise)
         return (z - self.stats.mean) / self.stats.std
-
-    def complete(self, images, mask, generator, nets=None, **kwargs) -> None:
-        """A pixel mask has no counterpart in the VAE's latent vector: latent diffusion does not inpaint."""
-        return None
 
     def from_diffusion_space(self, x0: torch.Tensor, nets: Mapping[str, Net] | None = None) -> torch.Tensor:
         return (nets or self.sampling_nets())["decoder"](x0).clamp(0, 1)

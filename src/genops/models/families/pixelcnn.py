@@ -37,11 +37,12 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.autoregressive import sample_autoregressive
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import OwnMetrics
 from genops.models.likelihoods import nats_to_bits_per_dim
 from genops.models.networks.pixelcnn import LEVELS, GatedPixelCNN
 
 
-class PixelCNN(Family):
+class PixelCNN(Family, OwnMetrics):
     name = "pixelcnn"
     info = FamilyInfo(
         summary="Gated PixelCNN: masked vertical/horizontal stacks, 256-way softmax per sub-pixel, exact NLL.",

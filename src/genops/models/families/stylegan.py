@@ -21,12 +21,13 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from genops.config.families import MonitorSettings, StyleGanConfig
+from genops.config.families import StyleGanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import InterpolatesNoise, OwnFigures, OwnMetrics, SampleVariants
 from genops.models.diffusion.ema import ema_avg_fn
-from genops.models.families.gan import d_loss, g_loss, grad_norm
+from genops.models.families.adversarial import Adversarial, d_loss, g_loss, grad_norm, r1_due, r1_penalty
 from genops.models.latent_paths import slerp
 from genops.models.networks.dcgan import Discriminator
 from genops.models.networks.stylegan import MappingGraph, StyleGenerator, SynthesisGraph
@@ -43,7 +44,7 @@ def trimmed_mean(values: torch.Tensor, tail: float) -> float:
 MIXING_PSI = 0.7  # the style-mixing figure's truncation: typical samples make the swapped styles easy to see
 
 
-class StyleGAN(Family):
+class StyleGAN(Adversarial, InterpolatesNoise, SampleVariants, OwnMetrics, OwnFigures):
     name = "stylegan"
     info = FamilyInfo(
         summary="StyleGAN2: mapping network z -> w, modulated convolutions driven by per-layer styles, per-layer "
@@ -69,17 +70,14 @@ class StyleGAN(Family):
     def flop_cycle(self) -> int:
         return self.cfg.r1_every
 
-    def monitor_settings(self) -> MonitorSettings | None:
-        return self.cfg.monitor()
-
     def networks(self) -> dict[str, nn.Module]:
         return {"generator": self.G, "discriminator": self.D, "ema": self.ema}
 
-    def make_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
-        betas = tuple(self.cfg.betas)
-        lr_g, lr_d = self.cfg.learning_rates(lr)
-        return {"g": torch.optim.Adam(self.G.parameters(), lr=lr_g, betas=betas),
-                "d": torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=betas)}
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.G.parameters())
+
+    def discriminators(self) -> dict[str, nn.Module]:
+        return {"d": self.D}
 
     # --- training -------------------------------------------------------------------------------
     def mixed_styles(self, n: int, noise: BatchNoise, track: bool = False) -> torch.Tensor:
@@ -114,10 +112,8 @@ class StyleGAN(Family):
             real_score, fake_score = self.D(batch.x).float(), self.D(fake.float()).float()
         loss = d_loss("nonsaturating", real_score, fake_score)
         r1 = getattr(self, "_last_r1", torch.zeros((), device=batch.x.device))  # logged: the latest penalty
-        if self.cfg.r1_gamma > 0 and ctx.step % self.cfg.r1_every == 0:
-            x = batch.x.detach().requires_grad_(True)
-            grad = torch.autograd.grad(self.D(x).sum(), x, create_graph=True)[0]  # fp32: a gradient of a gradient
-            r1 = grad.pow(2).flatten(1).sum(1).mean()
+        if r1_due(ctx.step, self.cfg.r1_gamma, self.cfg.r1_every):
+            r1 = r1_penalty(self.D, batch.x)
             loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1
             self._last_r1 = r1.detach()
         ctx.backward("d", loss)
@@ -181,10 +177,9 @@ class StyleGAN(Family):
 
     # --- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
-    def interpolate(self, a: Batch, b: Batch, steps: int) -> torch.Tensor:
+    def noise_interpolation(self, n: int, steps: int, labels: torch.Tensor | None) -> torch.Tensor:
         """No encoder: straight lines in w between seeded samples (one row per pair), noise held fixed."""
         g = self.ema.module
-        n = a.x.shape[0]
         gen = torch.Generator().manual_seed(0)
         (za, noise), (zb, _) = self._draw(n, gen), self._draw(n, gen)
         wa, wb = g.mapping(za), g.mapping(zb)

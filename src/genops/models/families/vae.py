@@ -30,6 +30,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import FitsData, Interpolates, OwnMetrics, Traverses
 from genops.models.likelihoods import (
     discretized_logistic_log_prob,
     gaussian_kl,
@@ -44,7 +45,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: a unit is active when Cov_x(E
 TRAVERSAL_ROWS = 8  # latent dimensions shown in the traversal grid (the most informative: highest KL)
 
 
-class VAE(Family):
+class VAE(Family, FitsData, OwnMetrics, Traverses, Interpolates):
     name = "vae"
     info = FamilyInfo(
         summary="Convolutional VAE: reparameterised Gaussian latent, discretised-logistic decoder, beta-weighted KL.",

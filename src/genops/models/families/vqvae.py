@@ -37,6 +37,7 @@ from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.autoregressive import sample_autoregressive
 from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
+from genops.models.capabilities import Interpolates, OwnMetrics, Phased
 from genops.models.networks.vq import (
     CodeDecoder,
     CodePrior,
@@ -48,7 +49,7 @@ from genops.models.networks.vq import (
 )
 
 
-class VQVAE(Family):
+class VQVAE(Family, Phased, OwnMetrics, Interpolates):
     name = "vqvae"
     info = FamilyInfo(
         summary="VQ-VAE (nearest-neighbour codebook, straight-through gradients, optional EMA codebook) "

@@ -1,0 +1,54 @@
+"""The model interface: a small core every family implements, capabilities a family opts into by inheriting them."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from genops.config.families import FAMILIES
+from genops.models.base import Family
+from genops.models.capabilities import CAPABILITIES, Capability, capabilities_of
+from genops.models.registry import family_class
+
+
+def _methods(cls: type) -> set[str]:
+    return {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
+
+
+def test_the_core_stays_small_and_holds_no_capability():
+    core = {n for n, v in inspect.getmembers(Family) if inspect.isfunction(v) or isinstance(v, property)}
+    core -= {n for n in core if n.startswith("_")}
+    assert len(core) <= 16, sorted(core)
+    for cap in CAPABILITIES:
+        assert not _methods(cap) & core, (cap.__name__, _methods(cap) & core)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_family_that_implements_a_capability_declares_it(name):
+    """A `complete` or `evaluate` written without inheriting Inpaints / OwnMetrics would be silently ignored by the
+    stages (they ask isinstance): refuse it here."""
+    cls = family_class(name)
+    own = set().union(*(_methods(k) for k in cls.__mro__ if not issubclass(k, Capability) or issubclass(k, Family)))
+    for cap in CAPABILITIES:
+        if _methods(cap) & own:
+            assert issubclass(cls, cap), f"{name} defines {sorted(_methods(cap) & own)} but is not {cap.__name__}"
+    assert not inspect.isabstract(cls), f"{name} leaves {sorted(cls.__abstractmethods__)} unimplemented"
+
+
+def test_what_each_family_can_do():
+    """The table in docs (architecture): changing what a family can do is a decision, visible in this diff."""
+    table = {name: capabilities_of(family_class(name)) for name in FAMILIES}
+    assert table == {
+        "autoencoder": ["FitsData", "Interpolates", "OwnMetrics"],
+        "vae": ["FitsData", "Interpolates", "Traverses", "OwnMetrics"],
+        "gan": ["Phased", "Monitored", "InterpolatesNoise"],
+        "wgan-gp": ["Phased", "Monitored", "InterpolatesNoise"],
+        "stylegan": ["Phased", "Monitored", "InterpolatesNoise", "SampleVariants", "OwnMetrics", "OwnFigures"],
+        "diffusion": ["InterpolatesNoise", "Inpaints", "SampleVariants", "OwnMetrics"],
+        "latent-diffusion": ["FitsData", "InterpolatesNoise", "SampleVariants", "OwnMetrics"],
+        "diffusion-distilled": ["Phased", "InterpolatesNoise", "Inpaints", "SampleVariants", "OwnMetrics"],
+        "pixelcnn": ["OwnMetrics"],
+        "vqvae": ["Phased", "Interpolates", "OwnMetrics"],
+        "cyclegan": ["ExtraData", "Phased", "Monitored", "Translates", "OwnMetrics", "OwnFigures"],
+    }
