@@ -395,7 +395,7 @@ def main() -> None:
     ours.update(sample_images_per_s_torch_b64=speed["ours_torch"], sample_images_per_s_onnx_b64=speed["ours_onnx"],
                 sampler=f"ours: {params.diffusion.sample_method} {params.diffusion.sample_steps} steps, "
                         f"eta {params.diffusion.eta}, EMA weights",
-                config={k: getattr(params.diffusion, k) for k in ("widths", "blocks_per_level", "attention_levels",
+                config={k: getattr(params.diffusion, k) for k in ("widths", "depth", "attention_levels",
                                                                   "timesteps", "schedule", "prediction")})
     peer.update(sample_images_per_s_torch_b64=speed["peer_torch"],
                 sampler="diffusers DDIMPipeline: DDIMScheduler from the DDPM config, 50 steps, eta 0, EMA weights",

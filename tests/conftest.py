@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from genops.config.families import profile_sizes
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -37,50 +39,10 @@ TINY = {
     "evaluator.width": 8,
     "validation.min_rows": 50,
     "validation.min_per_class": 2,
-    "autoencoder.widths": [8, 16],
-    "vae.widths": [8, 16],
     "families": ["autoencoder", "vae"],
     "stacked": {},
     "sweeps": [],  # tests/orchestration/test_sweep.py runs one
-    "latent-diffusion.width": 16,
-    "latent-diffusion.blocks": 1,
-    "latent-diffusion.timesteps": 20,
-    "latent-diffusion.sample_steps": 4,
-    "latent-diffusion.eval_steps": [2],
-    "latent-diffusion.eval_ddpm": True,
-    "diffusion.widths": [8, 16],
-    "diffusion.timesteps": 20,
-    "diffusion.sample_steps": 4,
-    "diffusion.eval_steps": [2],
-    "diffusion.vlb_timesteps": 2,
-    "diffusion.evaluate.n_samples": 24,
-    "diffusion.evaluate.variant_samples": 16,
-    "diffusion.evaluate.speed_samples": 8,
-    "diffusion.evaluate.nll_subset": 16,
-    "gan.widths": [8, 16],
-    "gan.monitor_every": 6,
-    "gan.monitor_samples": 32,
-    "wgan-gp.widths": [8, 16],
-    "wgan-gp.monitor_every": 6,
-    "wgan-gp.monitor_samples": 32,
-    "stylegan.widths": [8, 16],
-    "stylegan.mapping_layers": 2,
-    "stylegan.monitor_every": 6,
-    "stylegan.monitor_samples": 32,
-    "stylegan.ppl_samples": 32,
-    "cyclegan.width": 4,
-    "cyclegan.res_blocks": 1,
-    "cyclegan.d_widths": [4, 8],
-    "cyclegan.bank_size": 16,
-    "cyclegan.monitor_every": 6,
-    "cyclegan.monitor_samples": 32,
-    "pixelcnn.hidden": 8,
-    "pixelcnn.layers": 2,
-    "pixelcnn.evaluate.n_samples": 16,
-    "pixelcnn.evaluate.speed_samples": 4,
-    "vqvae.widths": [8, 16],
-    "vqvae.prior_hidden": 8,
-    "vqvae.prior_layers": 2,
+    **profile_sizes("tiny"),  # each family's test sizes, declared with its config class
 }
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from genops.config import Params, apply_overrides, dump, load_params, smoke_params, validate
+from genops.config.families import FAMILIES
 from genops.config.loading import read_raw
 from genops.config.template import render_template
 from genops.data.spec import DataSpec
@@ -139,3 +140,30 @@ def test_a_profile_applies_as_overrides_the_users_set_wins_and_a_bad_one_is_name
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(GenopsError, match=r"profile `big` does not apply cleanly(.|\n)*train.stpes: unknown key"):
         load_params(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_declares_its_sizes_and_they_validate(name):
+    """Sizes live with the family: a registered config class without its own tiny, smoke and gpu sizes fails."""
+    from genops.config.families import SIZE_PROFILES
+
+    cls = FAMILIES[name].config
+    assert "sizes" in vars(cls), f"{cls.__name__} declares no `sizes` of its own (tiny, smoke, gpu)"
+    assert set(cls.sizes) == set(SIZE_PROFILES), (name, sorted(cls.sizes))
+    for profile in SIZE_PROFILES:
+        cls.model_validate(cls.sized(profile))  # every key exists and every value is valid
+
+
+def test_profiles_and_test_sizes_come_from_the_families():
+    from genops.config.families import profile_sizes
+    from genops.config.params import GPU_PROFILE, SMOKE
+    from tests.conftest import TINY
+
+    for profile, table in (("smoke", SMOKE), ("gpu", GPU_PROFILE), ("tiny", TINY)):
+        families = {k: v for k, v in table.items() if k.split(".")[0] in FAMILIES}
+        assert families == profile_sizes(profile), profile
+
+
+def test_a_renamed_key_names_its_new_name():
+    with pytest.raises(GenopsError, match="'hidden' was renamed to 'width'"):
+        validate(apply_overrides(read_raw(PROJECT), {"pixelcnn.hidden": 8}), "params.yaml")

@@ -15,9 +15,8 @@ from tests.models.extra_data import attach_synthetic_data
 
 
 def _tiny(name: str, **cfg) -> dict:
-    """Tiny sizes, as far as the family's config has the keys (an unknown key is an error)."""
-    keys = FAMILIES[name].config.model_fields
-    return {k: v for k, v in {"latent_dim": 4, "widths": [8, 16], **cfg}.items() if k in keys}
+    """The family's declared test sizes (its config class's `sizes`), with `cfg` over them."""
+    return {**FAMILIES[name].config.sized("tiny"), **cfg}
 
 
 @pytest.mark.parametrize("name,conditional", [(n, False) for n in sorted(FAMILIES)] + [("vae", True)])

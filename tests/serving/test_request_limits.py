@@ -43,7 +43,7 @@ def test_sampling_passes_count_the_network_evaluations_of_each_sampler():
     assert diffusion.sampling_passes(steps=10_000) == 20  # the chain never has more steps than T
     guided = build_family("diffusion", SPEC, {**tiny, "conditional": True, "guidance": 3.0})
     assert guided.sampling_passes() == 8 and guided.sampling_passes(guidance=1.0) == 4
-    assert build_family("pixelcnn", SPEC, {"hidden": 8, "layers": 2}).sampling_passes() == 28 * 28
+    assert build_family("pixelcnn", SPEC, {"width": 8, "depth": 2}).sampling_passes() == 28 * 28
     assert build_family("gan", SPEC, {"widths": [8, 16]}).sampling_passes() == 1
 
 

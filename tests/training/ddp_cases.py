@@ -26,9 +26,9 @@ CASES: dict[str, dict] = {
     "gan": {"latent_dim": 8, "widths": [8, 16]},  # batch norm in G and D: synchronised over the ranks
     "wgan-gp": {"latent_dim": 8, "widths": [8, 16], "n_critic": 2},  # gradient penalty: double backward
     "diffusion": {"widths": [8, 16], "timesteps": 20, "sample_steps": 4, "eval_steps": [2]},  # EMA weights
-    "pixelcnn": {"hidden": 8, "layers": 2},
+    "pixelcnn": {"width": 8, "depth": 2},
     # both phases, EMA codebook statistics, data-dependent init and dead-code restarts
-    "vqvae": {"widths": [8, 16], "prior_hidden": 8, "prior_layers": 2, "codebook_size": 64, "dead_window": 2},
+    "vqvae": {"widths": [8, 16], "prior_width": 8, "prior_depth": 2, "codebook_size": 64, "dead_window": 2},
 }
 STEPS = 6
 

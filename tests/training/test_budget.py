@@ -56,7 +56,7 @@ def test_double_backward_and_critic_cycles_are_counted():
 
 
 def test_phases_are_weighted_by_their_share_of_the_steps():
-    cfg = {"widths": [8, 16], "prior_hidden": 8, "prior_layers": 2, "code_dim": 4, "codebook_size": 8}
+    cfg = {"widths": [8, 16], "prior_width": 8, "prior_depth": 2, "code_dim": 4, "codebook_size": 8}
     at = {f: flops_per_step(_family("vqvae", **cfg, vq_fraction=f), BATCH, 1e-3, 0) for f in (0.25, 0.5, 0.75)}
     # the two phases cost differently, and the average is linear in the VQ-VAE share
     assert at[0.75] != at[0.25]

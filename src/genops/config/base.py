@@ -9,13 +9,24 @@ them never retrains.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    # Keys a release renamed, old -> new: a params.yaml still using one fails naming the new key.
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in data if k in cls.renamed]
+            if old:
+                raise ValueError("; ".join(f"{k!r} was renamed to {cls.renamed[k]!r}" for k in old))
+        return data
 
     def training_fields(self) -> dict[str, Any]:
         """The values that change what training produces (nested sections included), for fingerprints."""

@@ -8,12 +8,14 @@ Adding a family: its module under genops/models/families/, its config class here
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
 from genops.config.base import Section, field
 from genops.config.sections import EvaluateBudget
+
+SIZE_PROFILES = ("tiny", "smoke", "gpu")
 
 
 class FamilyConfig(Section):
@@ -25,6 +27,27 @@ class FamilyConfig(Section):
     lr: float | None = field(None, "Adam learning rate; null = train.lr", gt=0)
     evaluate: EvaluateBudget = field(EvaluateBudget(), "this family's own evaluation budget (keys of `evaluate`)",
                                      training=False)
+
+    # The family's sizes per profile, declared beside its fields: "tiny" (the tests), "smoke" (`genops pipeline
+    # --smoke`) and "gpu" (`--profile gpu`): its own keys over the defaults, dotted for nested ones
+    # ("evaluate.n_samples"). Every registered config class declares its own (tests/config checks it). Widths and
+    # depths follow one scheme: `widths` = channels per resolution level, `width` = one width throughout, `depth` =
+    # layers or blocks (per level where there are levels), with a prefix for a second network (`prior_`, `d_`).
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @classmethod
+    def sized(cls, profile: str) -> dict[str, Any]:
+        """This family's keys at `profile` as a nested mapping (what `build_family(name, spec, cfg)` takes)."""
+        if profile not in SIZE_PROFILES:
+            raise ValueError(f"size profile {profile!r}: expected one of {', '.join(SIZE_PROFILES)}")
+        out: dict[str, Any] = {}
+        for key, value in cls.sizes[profile].items():
+            *parents, leaf = key.split(".")
+            node = out
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        return out
 
     def learning_rate(self, train_lr: float) -> float:
         return self.lr if self.lr is not None else train_lr
@@ -80,6 +103,12 @@ class AdversarialConfig(FamilyConfig):
 class AutoencoderConfig(FamilyConfig):
     """Deterministic conv autoencoder (MSE): the baseline that reconstructs but cannot really generate."""
 
+    sizes = {
+        "tiny": {"widths": [8, 16]},
+        "smoke": {},
+        "gpu": {"widths": [64, 128, 256]},
+    }
+
     latent_dim: int = field(16, "size of the deterministic latent", ge=1)
     widths: list[int] = field([32, 64, 128], "conv channels per downsampling level", min_length=1)
 
@@ -92,6 +121,12 @@ class AutoencoderConfig(FamilyConfig):
 
 class VAEConfig(FamilyConfig):
     """Conv VAE with a discretised-logistic decoder; beta > 1 gives a beta-VAE, conditional a CVAE."""
+
+    sizes = {
+        "tiny": {"widths": [8, 16]},
+        "smoke": {},
+        "gpu": {"widths": [64, 128, 256]},
+    }
 
     latent_dim: int = field(16, "size of the Gaussian latent", ge=1)
     widths: list[int] = field([32, 64, 128], "conv channels per downsampling level", min_length=1)
@@ -109,6 +144,12 @@ class VAEConfig(FamilyConfig):
 
 class GanConfig(AdversarialConfig):
     """DCGAN; one step = one D update (+ one G update every n_critic steps)."""
+
+    sizes = {
+        "tiny": {"widths": [8, 16], "monitor_every": 6, "monitor_samples": 32},
+        "smoke": {"monitor_every": 20},
+        "gpu": {"widths": [64, 128, 256], "monitor_every": 1000, "monitor_samples": 1024},
+    }
 
     objective: Literal["minimax", "nonsaturating", "wgan-gp"] = field("nonsaturating",
                                                                       "minimax | nonsaturating | wgan-gp")
@@ -132,6 +173,12 @@ class GanConfig(AdversarialConfig):
 class WganGpConfig(GanConfig):
     """The same DCGAN networks with a Wasserstein critic and gradient penalty (Gulrajani et al. 2017)."""
 
+    sizes = {
+        "tiny": {"widths": [8, 16], "monitor_every": 6, "monitor_samples": 32},
+        "smoke": {"monitor_every": 20},
+        "gpu": {"widths": [64, 128, 256], "monitor_every": 2500, "monitor_samples": 1024},
+    }
+
     objective: Literal["minimax", "nonsaturating", "wgan-gp"] = field("wgan-gp", "minimax | nonsaturating | wgan-gp")
     d_norm: Literal["batch", "layer", "none"] = field("none", "no batch norm in a WGAN-GP critic")
     # Two time-scale updates (Heusel et al. 2017: WGAN-GP with TTUR, one critic step at 3x the generator's rate)
@@ -149,9 +196,17 @@ class StyleGanConfig(AdversarialConfig):
     driven by per-layer styles, per-layer noise, style-mixing regularisation, lazy R1, EMA generator, truncation.
     CPU-sized; on a GPU widen `widths` (e.g. [64, 128, 256]) and `w_dim`."""
 
+    renamed = {"mapping_layers": "mapping_depth"}
+    sizes = {
+        "tiny": {"widths": [8, 16], "mapping_depth": 2, "monitor_every": 6, "monitor_samples": 32, "ppl_samples": 32},
+        "smoke": {"monitor_every": 20, "widths": [8, 16], "mapping_depth": 2, "ppl_samples": 32},
+        "gpu": {"widths": [64, 128, 256], "w_dim": 256, "latent_dim": 256, "mapping_depth": 8, "monitor_every": 1000,
+                "monitor_samples": 1024, "ppl_samples": 5000},
+    }
+
     latent_dim: int = field(64, "size of z", ge=1)
     w_dim: int = field(64, "size of w (the intermediate latent each layer's style comes from)", ge=1)
-    mapping_layers: int = field(4, "layers of the mapping MLP z -> w (StyleGAN: 8)", ge=1)
+    mapping_depth: int = field(4, "layers of the mapping MLP z -> w (StyleGAN: 8)", ge=1)
     mapping_lr_mul: float = field(0.01, "learning-rate multiplier of the mapping network (equalised lr; StyleGAN: "
                                         "0.01, so w moves slowly against the synthesis network)", gt=0)
     # [16, 32, 64] on CPU: at the common FLOP budget [32, 64, 128] gets ~240 steps (3.4e10 FLOPs each) and
@@ -222,6 +277,17 @@ class DiffusionProcessConfig(FamilyConfig):
 class DiffusionConfig(DiffusionProcessConfig):
     """DDPM (Ho et al. 2020) on pixels; CPU-sized: on a GPU widen `widths` to [64, 128, 256]."""
 
+    renamed = {"blocks_per_level": "depth"}
+    sizes = {
+        "tiny": {"widths": [8, 16], "timesteps": 20, "sample_steps": 4, "eval_steps": [2], "vlb_timesteps": 2,
+                 "evaluate.n_samples": 24, "evaluate.variant_samples": 16, "evaluate.speed_samples": 8,
+                 "evaluate.nll_subset": 16},
+        "smoke": {"widths": [8, 16], "timesteps": 100, "sample_steps": 10, "eval_steps": [5, 10], "eval_ddpm": False,
+                  "vlb_timesteps": 4, "evaluate.n_samples": 64},
+        "gpu": {"widths": [64, 128, 256], "depth": 2, "dropout": 0.1, "warmup_steps": 1000, "evaluate": {},
+                "eval_steps": [10, 25, 50, 100, 250]},
+    }
+
     # At the default budget (8e12 FLOPs, 354 steps) linear / eps / L_simple gave FID 757 (DDIM-50, 500 samples,
     # half the samples noise fields); cosine + v + min-SNR-5 gave 45.1, recall 0.68 -> 0.82, modes 5 -> 9.
     schedule: Literal["linear", "cosine"] = field("cosine", "beta schedule: linear | cosine (Nichol & Dhariwal 2021: "
@@ -230,7 +296,7 @@ class DiffusionConfig(DiffusionProcessConfig):
     min_snr_gamma: float = field(5.0, "min-SNR-gamma loss weighting (Hang et al. 2023): each timestep's loss is "
                                       "weighted by min(SNR, gamma) / SNR (eps) or / (SNR + 1) (v); 0 = L_simple", ge=0)
     widths: list[int] = field([16, 32], "U-Net channels per resolution", min_length=1)
-    blocks_per_level: int = field(1, "residual blocks per resolution", ge=1)
+    depth: int = field(1, "residual blocks per resolution", ge=1)
     attention_levels: list[int] = field([-1], "resolutions with self-attention (-1 = lowest; the middle always has)")
     dropout: float = field(0.0, "dropout inside residual blocks", ge=0, lt=1)
     vlb_timesteps: int = field(32, "strata of the variational-bound estimate", ge=1, training=False)
@@ -244,8 +310,16 @@ class DiffusionConfig(DiffusionProcessConfig):
 class LatentDiffusionConfig(DiffusionProcessConfig, StackedConfig):
     """The diffusion above in the latent space of the registered VAE (Rombach et al. 2022)."""
 
+    renamed = {"blocks": "depth"}
+    sizes = {
+        "tiny": {"width": 16, "depth": 1, "timesteps": 20, "sample_steps": 4, "eval_steps": [2], "eval_ddpm": True},
+        "smoke": {"width": 32, "depth": 1, "timesteps": 100, "sample_steps": 10, "eval_steps": [5, 10],
+                  "eval_ddpm": False},
+        "gpu": {"width": 512, "depth": 6},
+    }
+
     width: int = field(256, "MLP denoiser width (the latent is a vector, not an image)", ge=1)
-    blocks: int = field(4, "residual MLP blocks", ge=1)
+    depth: int = field(4, "residual MLP blocks", ge=1)
     lr: float | None = field(0.0005, "Adam learning rate; null = train.lr", gt=0)
     clip_denoised: bool = field(False, "latents have no fixed range: no clipping", training=False)
 
@@ -254,6 +328,12 @@ class DistilledDiffusionConfig(DiffusionConfig, StackedConfig):
     """Progressive distillation (Salimans & Ho 2022) of the registered `diffusion` model's DDIM sampler: a student
     that needs half the teacher's steps, halved `rounds` times. The network, schedule and parameterisation are the
     base model's (the keys of the pixel-diffusion section here are replaced by the base's when it is loaded)."""
+
+    sizes = {
+        "tiny": {"start_steps": 8, "rounds": 2},
+        "smoke": {"start_steps": 8, "rounds": 2, "evaluate": {"n_samples": 64, "variant_samples": 32}},
+        "gpu": {"evaluate": {}},
+    }
 
     start_steps: int = field(64, "teacher DDIM steps the first round distils (its student samples with half)", ge=2)
     rounds: int = field(4, "halvings: the student ends at start_steps / 2^rounds steps (64 -> 32 -> 16 -> 8 -> 4)",
@@ -273,12 +353,19 @@ class DistilledDiffusionConfig(DiffusionConfig, StackedConfig):
 class PixelCNNConfig(FamilyConfig):
     """Gated PixelCNN (van den Oord et al. 2016), 256-way softmax per sub-pixel."""
 
-    hidden: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
+    renamed = {"hidden": "width", "layers": "depth"}
+    sizes = {
+        "tiny": {"width": 8, "depth": 2, "evaluate.n_samples": 16, "evaluate.speed_samples": 4},
+        "smoke": {"width": 8, "depth": 2, "evaluate.n_samples": 32, "evaluate.speed_samples": 8},
+        "gpu": {"width": 128, "depth": 12, "evaluate": {"n_samples": 2000, "speed_samples": 512}},
+    }
+
+    width: int = field(16, "channels per stack (CPU-sized; one pass per sub-pixel at sampling time)", ge=1)
     # Measured at the default budget (612 steps, same data and seed): lr 1e-3 -> 3e-3 took the final train bpd
     # 1.26 -> 1.16 and FID 211 -> 198 (precision 0.49 -> 0.67, recall 0.54 -> 0.73); the small gated network is
     # stable at it, and an under-trained likelihood model gains most from larger early steps.
     lr: float | None = field(0.003, "Adam learning rate; null = train.lr", gt=0)
-    layers: int = field(8, "gated layers", ge=1)
+    depth: int = field(8, "gated layers", ge=1)
     kernel: int = field(3, "kernel size (odd, >= 3)", ge=3)
     # Five undilated 3x3 layers let pixel (20, 14) of a 28 x 28 digit see 60 of the 574 pixels before it (rows
     # 15-20): strokes without a digit. Eight layers dilated 1, 2, 4, 8 see all 574 at the cost of eight plain ones.
@@ -298,10 +385,17 @@ class PixelCNNConfig(FamilyConfig):
 class VQVAEConfig(FamilyConfig):
     """VQ-VAE (van den Oord et al. 2017) + a gated PixelCNN prior over the code grid."""
 
+    renamed = {"res_blocks": "depth", "prior_hidden": "prior_width", "prior_layers": "prior_depth"}
+    sizes = {
+        "tiny": {"widths": [8, 16], "prior_width": 8, "prior_depth": 2},
+        "smoke": {"widths": [16, 32], "prior_width": 16, "prior_depth": 2},
+        "gpu": {"widths": [64, 128], "prior_width": 128, "prior_depth": 12, "codebook_size": 256},
+    }
+
     widths: list[int] = field([32, 64], "encoder channels; two downsamplings: 28 x 28 -> 7 x 7 codes", min_length=1)
     code_dim: int = field(32, "size of a codebook vector", ge=1)
     codebook_size: int = field(128, "number of codes", ge=2)
-    res_blocks: int = field(2, "residual blocks in encoder and decoder", ge=0)
+    depth: int = field(2, "residual blocks in encoder and decoder", ge=0)
     beta: float = field(0.25, "commitment loss weight", ge=0)
     ema: bool = field(True, "EMA codebook updates (no codebook gradient)")
     decay: float = field(0.99, "EMA decay of the codebook", gt=0, lt=1)
@@ -310,8 +404,8 @@ class VQVAEConfig(FamilyConfig):
     dead_window: int = field(100, "steps without use after which a code is dead", ge=1)
     vq_fraction: float = field(0.5, "share of the family's steps for phase 1 (autoencoder + codebook); the rest "
                                     "trains the prior over frozen codes", gt=0, lt=1)
-    prior_hidden: int = field(64, "prior PixelCNN channels", ge=1)
-    prior_layers: int = field(6, "prior gated layers", ge=1)
+    prior_width: int = field(64, "prior PixelCNN channels", ge=1)
+    prior_depth: int = field(6, "prior gated layers", ge=1)
     prior_kernel: int = field(3, "prior kernel size (odd, >= 3)", ge=3)
     prior_embed: int = field(32, "embedding size of a code index in the prior", ge=1)
     prior_lr: float | None = field(None, "prior learning rate; null = lr", gt=0)
@@ -330,13 +424,21 @@ class CycleGanConfig(AdversarialConfig):
     two ResNet generators, two PatchGAN discriminators, LSGAN losses, cycle and identity losses and an image
     history buffer. CPU-sized; the GPU profile widens it."""
 
+    renamed = {"res_blocks": "depth"}
+    sizes = {
+        "tiny": {"width": 4, "depth": 1, "d_widths": [4, 8], "bank_size": 16, "monitor_every": 6,
+                 "monitor_samples": 32},
+        "smoke": {"width": 8, "depth": 1, "d_widths": [8, 16], "bank_size": 64, "monitor_every": 20},
+        "gpu": {"width": 64, "depth": 6, "d_widths": [64, 128, 256], "monitor_every": 1000, "monitor_samples": 1024},
+    }
+
     domain_b: str = field("digits", "domain B: any source data.source accepts (mnist5k, digits, a folder of images, "
                                     "an .npz), converted to the main data's size and channels; split with "
                                     "data.test_fraction")
     width: int = field(16, "generator channels at full resolution (doubled at each downsampling)", ge=1)
     downsamplings: int = field(2, "stride-2 convolutions before the residual blocks (and as many upsamplings after)",
                                ge=1)
-    res_blocks: int = field(3, "residual blocks at the lowest resolution (Zhu et al.: 6 at 128 px, 9 at 256 px)", ge=0)
+    depth: int = field(3, "residual blocks at the lowest resolution (Zhu et al.: 6 at 128 px, 9 at 256 px)", ge=0)
     d_widths: list[int] = field([16, 32], "PatchGAN discriminator channels, one stride-2 4x4 conv each (then a 3x3 "
                                           "conv to one score per patch)", min_length=1)
     lambda_cycle: float = field(10.0, "weight of the cycle-consistency L1 losses |G_BA(G_AB(a)) - a| + "
@@ -391,3 +493,10 @@ FAMILIES: dict[str, FamilyEntry] = {
     "vqvae": FamilyEntry(VQVAEConfig, "genops.models.families.vqvae:VQVAE"),
     "cyclegan": FamilyEntry(CycleGanConfig, "genops.models.families.cyclegan:CycleGAN"),
 }
+
+
+def profile_sizes(profile: str) -> dict[str, Any]:
+    """Every registered family's sizes at `profile` as params overrides ("family.key": value), in registry order:
+    what params.yaml's `smoke:` and `profiles.gpu` and the tests' TINY hold for the families."""
+    return {f"{name}.{key}": value for name, entry in FAMILIES.items()
+            for key, value in entry.config.sizes[profile].items()}

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import create_model, model_validator
 
 from genops.config.base import Section, field
-from genops.config.families import FAMILIES, AdversarialConfig, FamilyConfig, StackedConfig
+from genops.config.families import FAMILIES, AdversarialConfig, FamilyConfig, StackedConfig, profile_sizes
 from genops.config.sections import (
     DataConfig,
     EvaluateConfig,
@@ -39,20 +39,9 @@ SMOKE = {
     "evaluate.speed_samples": 64, "evaluate.iw_samples": 4, "evaluate.nll_subset": 64,
     "evaluate.grid_size": 16, "evaluate.n_samples": 200, "evaluate.n_reference": 300, "evaluate.kid_subsets": 10,
     "evaluate.kid_subset_size": 100, "evaluator.steps": 150, "evaluate.variant_samples": 32,
-    "gan.monitor_every": 20, "diffusion.widths": [8, 16], "diffusion.timesteps": 100, "diffusion.sample_steps": 10,
-    "diffusion.eval_steps": [5, 10], "diffusion.eval_ddpm": False, "diffusion.vlb_timesteps": 4,
-    "diffusion.evaluate.n_samples": 64, "latent-diffusion.width": 32, "latent-diffusion.blocks": 1,
-    "latent-diffusion.timesteps": 100, "latent-diffusion.sample_steps": 10, "latent-diffusion.eval_steps": [5, 10],
-    "latent-diffusion.eval_ddpm": False, "pixelcnn.hidden": 8, "pixelcnn.layers": 2,
-    "pixelcnn.evaluate.n_samples": 32, "pixelcnn.evaluate.speed_samples": 8, "vqvae.widths": [16, 32],
-    "vqvae.prior_hidden": 16, "vqvae.prior_layers": 2, "wgan-gp.monitor_every": 20, "validation.min_rows": 50,
-    "stylegan.monitor_every": 20, "stylegan.widths": [8, 16], "stylegan.mapping_layers": 2, "stylegan.ppl_samples": 32,
-    "diffusion-distilled.start_steps": 8, "diffusion-distilled.rounds": 2,
-    "diffusion-distilled.evaluate": {"n_samples": 64, "variant_samples": 32},
-    "cyclegan.width": 8, "cyclegan.res_blocks": 1, "cyclegan.d_widths": [8, 16], "cyclegan.bank_size": 64,
-    "cyclegan.monitor_every": 20,
-    "validation.min_per_class": 2, "tracking.experiment": "genops-smoke", "tracking.model_prefix": "genops-smoke-",
-    "versioning.commit": False,
+    "validation.min_rows": 50, "validation.min_per_class": 2, "tracking.experiment": "genops-smoke",
+    "tracking.model_prefix": "genops-smoke-", "versioning.commit": False,
+    **profile_sizes("smoke"),  # each family's smoke sizes, declared with its config class
 }
 
 # `genops pipeline --profile gpu`: sizes for one modern GPU (about an hour for every family on one H200-class
@@ -66,21 +55,7 @@ GPU_PROFILE = {
     "evaluate.kid_subset_size": 1000, "evaluate.grid_size": 100, "evaluate.variant_samples": 1000,
     "evaluate.speed_samples": 4096, "evaluate.curve_samples": 1000, "evaluate.iw_samples": 512,
     "evaluate.nll_subset": 2000,
-    "autoencoder.widths": [64, 128, 256], "vae.widths": [64, 128, 256],
-    "gan.widths": [64, 128, 256], "gan.monitor_every": 1000, "gan.monitor_samples": 1024,
-    "wgan-gp.widths": [64, 128, 256], "wgan-gp.monitor_every": 2500, "wgan-gp.monitor_samples": 1024,
-    "stylegan.widths": [64, 128, 256], "stylegan.w_dim": 256, "stylegan.latent_dim": 256,
-    "stylegan.mapping_layers": 8, "stylegan.monitor_every": 1000, "stylegan.monitor_samples": 1024,
-    "stylegan.ppl_samples": 5000,
-    "diffusion.widths": [64, 128, 256], "diffusion.blocks_per_level": 2, "diffusion.dropout": 0.1,
-    "diffusion.warmup_steps": 1000, "diffusion.evaluate": {},
-    "diffusion.eval_steps": [10, 25, 50, 100, 250], "diffusion-distilled.evaluate": {},
-    "latent-diffusion.width": 512, "latent-diffusion.blocks": 6,
-    "pixelcnn.hidden": 128, "pixelcnn.layers": 12,
-    "pixelcnn.evaluate": {"n_samples": 2000, "speed_samples": 512},
-    "vqvae.widths": [64, 128], "vqvae.prior_hidden": 128, "vqvae.prior_layers": 12, "vqvae.codebook_size": 256,
-    "cyclegan.width": 64, "cyclegan.res_blocks": 6, "cyclegan.d_widths": [64, 128, 256],
-    "cyclegan.monitor_every": 1000, "cyclegan.monitor_samples": 1024,
+    **profile_sizes("gpu"),  # each family's GPU sizes, declared with its config class
 }
 
 

@@ -17,12 +17,10 @@ from genops.models.likelihoods import discretized_logistic_log_prob, gaussian_kl
 from genops.models.registry import build_family
 from tests.models.extra_data import attach_synthetic_data
 
-# Tiny sizes; each family gets the keys its config has (an unknown key is an error).
-TINY = {"latent_dim": 4, "widths": [8, 16], "hidden": 8, "layers": 2, "prior_hidden": 8, "prior_layers": 2}
-
 
 def _tiny(name: str) -> dict:
-    return {k: v for k, v in TINY.items() if k in FAMILIES[name].config.model_fields}
+    """The family's declared test sizes (genops.config.families: each config class's `sizes`)."""
+    return FAMILIES[name].config.sized("tiny")
 
 
 def test_closed_form_kl_matches_monte_carlo():

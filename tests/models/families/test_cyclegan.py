@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from genops.config.families import CycleGanConfig
 from genops.data.domains import load_domain
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
@@ -22,8 +23,8 @@ from genops.models.registry import build_family
 from genops.models.sharding import BatchNoise
 
 SPEC = DataSpec(12, 12, 1, 3, ["0", "1", "2"])
-TINY = {"width": 4, "res_blocks": 1, "d_widths": [4, 8], "bank_size": 6, "history_size": 4, "lr_g": 1e-2,
-        "lr_d": 1e-2}
+# The declared tiny sizes; a smaller bank and history and faster learning rates for these unit tests.
+TINY = {**CycleGanConfig.sized("tiny"), "bank_size": 6, "history_size": 4, "lr_g": 1e-2, "lr_d": 1e-2}
 
 
 def _set(n: int, seed: int) -> ImageSet:

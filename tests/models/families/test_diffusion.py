@@ -204,7 +204,7 @@ def test_onnx_runtime_sampler_matches_torch(tmp_path, conditional, kwargs):
 @pytest.mark.parametrize("spec,cfg", [
     (DataSpec(28, 28, 1, 10), {"conditional": True, "widths": [32, 64]}),
     (DataSpec(8, 8, 1), {"prediction": "v", "schedule": "cosine", "ema_warmup": True}),
-    (DataSpec(20, 36, 3), {"widths": [8, 16, 16], "attention_levels": [1, 2], "blocks_per_level": 2}),
+    (DataSpec(20, 36, 3), {"widths": [8, 16, 16], "attention_levels": [1, 2], "depth": 2}),
 ])
 def test_training_steps_are_finite_and_samples_have_the_right_shape(spec, cfg):
     family = _diffusion(spec, **cfg)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genops.config import Params, validate
-from genops.config.families import VAEConfig
+from genops.config.families import LatentDiffusionConfig, VAEConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
@@ -14,8 +14,8 @@ from genops.models.families.vae import VAE
 from genops.models.registry import build_family
 
 SPEC = DataSpec(8, 8, 1, 0)
-# eval_steps must lie within the 10-step chain (the config refuses longer ones)
-TINY = {"width": 16, "blocks": 1, "timesteps": 10, "sample_steps": 3, "eval_steps": [3]}
+# The declared tiny sizes on a shorter chain (eval_steps must lie within it).
+TINY = {**LatentDiffusionConfig.sized("tiny"), "timesteps": 10, "sample_steps": 3, "eval_steps": [3]}
 
 
 def _base() -> VAE:

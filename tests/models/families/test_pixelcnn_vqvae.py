@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from genops.config.families import PixelCNNConfig, VQVAEConfig
 from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
@@ -22,9 +23,10 @@ from genops.serving.onnx_runtime import load_nets
 
 GREY = DataSpec(8, 8, 1, 3)  # labeled
 RGB = DataSpec(6, 6, 3, 0)
-TINY_PIXELCNN = {"hidden": 12, "layers": 3, "kernel": 3}
-TINY_VQVAE = {"widths": [8, 16], "code_dim": 4, "codebook_size": 16, "res_blocks": 1, "prior_hidden": 8,
-              "prior_layers": 2, "prior_embed": 4, "dead_window": 2}
+# The declared tiny sizes, a little wider and deeper where these tests need a receptive field over 8 x 8 images.
+TINY_PIXELCNN = {**PixelCNNConfig.sized("tiny"), "width": 12, "depth": 3}
+TINY_VQVAE = {**VQVAEConfig.sized("tiny"), "code_dim": 4, "codebook_size": 16, "depth": 1, "prior_embed": 4,
+              "dead_window": 2}
 
 
 def _images(spec: DataSpec, n: int, seed: int = 0) -> ImageSet:

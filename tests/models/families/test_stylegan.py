@@ -20,7 +20,7 @@ SPEC = DataSpec(12, 12, 1, 3)
 
 def _stylegan(**cfg) -> StyleGAN:
     torch.manual_seed(0)
-    return build_family("stylegan", SPEC, {"latent_dim": 8, "w_dim": 8, "widths": [8, 16], "mapping_layers": 2,
+    return build_family("stylegan", SPEC, {"latent_dim": 8, "w_dim": 8, "widths": [8, 16], "mapping_depth": 2,
                                            **cfg})
 
 

@@ -73,8 +73,8 @@ class CycleGAN(Adversarial, ExtraData, Translates, OwnMetrics, OwnFigures):
     def __init__(self, cfg: CycleGanConfig, spec: DataSpec, base: Family | None = None) -> None:
         super().__init__(cfg, spec, base)
         c, h, w = spec.shape
-        self.G_ab = ResnetGenerator(c, h, w, cfg.width, cfg.downsamplings, cfg.res_blocks)
-        self.G_ba = ResnetGenerator(c, h, w, cfg.width, cfg.downsamplings, cfg.res_blocks)
+        self.G_ab = ResnetGenerator(c, h, w, cfg.width, cfg.downsamplings, cfg.depth)
+        self.G_ba = ResnetGenerator(c, h, w, cfg.width, cfg.downsamplings, cfg.depth)
         self.D_a = PatchDiscriminator(c, list(cfg.d_widths))
         self.D_b = PatchDiscriminator(c, list(cfg.d_widths))
         self.history_a = ImageHistory(cfg.history_size, spec.shape)

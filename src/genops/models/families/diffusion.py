@@ -95,7 +95,7 @@ class DenoisingDiffusion(Family, SampleVariants, OwnMetrics, InterpolatesNoise):
         """The network (x_t, t[, label]) -> prediction; a U-Net over images here."""
         cfg = self.cfg
         assert isinstance(cfg, DiffusionConfig)
-        return UNet(self.spec, list(cfg.widths), cfg.blocks_per_level, list(cfg.attention_levels), self.num_classes,
+        return UNet(self.spec, list(cfg.widths), cfg.depth, list(cfg.attention_levels), self.num_classes,
                     cfg.dropout)
 
     def to_diffusion_space(self, batch: Batch, noise: BatchNoise | torch.Generator) -> torch.Tensor:

@@ -35,7 +35,7 @@ from genops.models.families.diffusion import Diffusion
 from genops.models.sharding import BatchNoise
 
 # What the student takes from the teacher: its network, forward process and parameterisation.
-FROM_TEACHER = ("timesteps", "schedule", "prediction", "widths", "blocks_per_level", "attention_levels", "dropout",
+FROM_TEACHER = ("timesteps", "schedule", "prediction", "widths", "depth", "attention_levels", "dropout",
                 "conditional", "p_uncond", "clip_denoised", "guidance")
 
 

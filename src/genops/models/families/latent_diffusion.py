@@ -70,7 +70,7 @@ class LatentDiffusion(DenoisingDiffusion, FitsData):
         self.vae.train_mode(False)
 
     def build_denoiser(self) -> nn.Module:
-        return MLPDenoiser(self.vae.latent_dim, self.cfg.width, self.cfg.blocks, self.num_classes)
+        return MLPDenoiser(self.vae.latent_dim, self.cfg.width, self.cfg.depth, self.num_classes)
 
     @property
     def base_cfg(self) -> VAEConfig:

@@ -59,7 +59,7 @@ class PixelCNN(Family, OwnMetrics):
 
     def __init__(self, cfg: PixelCNNConfig, spec: DataSpec, base: Family | None = None) -> None:
         super().__init__(cfg, spec, base)
-        self.net = GatedPixelCNN(spec.channels, LEVELS, hidden=cfg.hidden, layers=cfg.layers, kernel=cfg.kernel,
+        self.net = GatedPixelCNN(spec.channels, LEVELS, hidden=cfg.width, layers=cfg.depth, kernel=cfg.kernel,
                                  num_classes=spec.num_classes if self.conditional else 0,
                                  dilations=tuple(cfg.dilations))
 

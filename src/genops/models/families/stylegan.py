@@ -61,7 +61,7 @@ class StyleGAN(Adversarial, InterpolatesNoise, SampleVariants, OwnMetrics, OwnFi
 
     def __init__(self, cfg: StyleGanConfig, spec: DataSpec, base: Family | None = None) -> None:
         super().__init__(cfg, spec, base)
-        self.G = StyleGenerator(spec, cfg.latent_dim, cfg.w_dim, list(cfg.widths), cfg.mapping_layers,
+        self.G = StyleGenerator(spec, cfg.latent_dim, cfg.w_dim, list(cfg.widths), cfg.mapping_depth,
                                 cfg.mapping_lr_mul, cfg.noise)
         self.D = Discriminator(spec, list(cfg.d_widths or cfg.widths), 0, "none", False)  # R1 needs no batch norm
         self.ema = AveragedModel(self.G, multi_avg_fn=ema_avg_fn(cfg.ema_decay, True))

@@ -74,11 +74,11 @@ class VQVAE(Family, Phased, OwnMetrics, Interpolates):
         self.reset = cfg.reset_dead
         self.init_codebook = cfg.data_init
         self.grid = code_grid(spec, len(widths))[-1]
-        self.encoder = VqEncoder(spec, widths, self.code_dim, cfg.res_blocks)
-        self.decoder = VqDecoder(spec, widths, self.code_dim, cfg.res_blocks)
+        self.encoder = VqEncoder(spec, widths, self.code_dim, cfg.depth)
+        self.decoder = VqDecoder(spec, widths, self.code_dim, cfg.depth)
         self.quantizer = VectorQuantizer(self.num_codes, self.code_dim, ema=cfg.ema, decay=cfg.decay,
                                          dead_window=cfg.dead_window)
-        self.prior = CodePrior(self.num_codes, cfg.prior_hidden, cfg.prior_layers, cfg.prior_kernel, cfg.prior_embed,
+        self.prior = CodePrior(self.num_codes, cfg.prior_width, cfg.prior_depth, cfg.prior_kernel, cfg.prior_embed,
                                spec.num_classes if self.conditional else 0)
 
     def check_steps(self, steps: int) -> None:
