@@ -11,6 +11,8 @@ import argparse
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from genops.models.sample_options import SAMPLE_OPTION_TYPES, SAMPLE_OPTIONS
+
 FAMILY_COMMANDS = ("train", "evaluate", "export", "register")
 
 
@@ -46,13 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model-uri", default=None, help="default models:/genops-FAMILY@champion")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
-    sp.add_argument("--steps", type=int, default=None, help="sampling steps (diffusion: DDIM/DDPM chain length)")
-    sp.add_argument("--method", default=None, help="sampler (diffusion: ddim | ddpm)")
-    sp.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (0 = deterministic, 1 = DDPM-like)")
-    sp.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance weight w (0 unconditional, 1 conditional, >1 guided)")
-    sp.add_argument("--truncation", type=float, default=None,
-                    help="StyleGAN truncation psi: w = w_avg + psi (w - w_avg); < 1 trades diversity for quality")
+    for option in SAMPLE_OPTIONS:  # declared once, with the models
+        sp.add_argument(f"--{option.name}", type=option.type, default=None, help=option.help)
     sp.add_argument("--inpaint", type=Path, default=None, metavar="IMAGE",
                     help="complete this image instead of sampling: --n completions where --mask is black")
     sp.add_argument("--mask", type=Path, default=None, metavar="MASK",
@@ -148,7 +145,7 @@ def run_command(args: argparse.Namespace) -> object:
     if args.command == "sample":
         from genops.stages.sample import sample_stage
 
-        options = {k: getattr(args, k) for k in ("steps", "method", "eta", "guidance", "truncation")
+        options = {k: getattr(args, k) for k in SAMPLE_OPTION_TYPES
                    if getattr(args, k) is not None}
         return sample_stage(args.family, args.n, args.out, root, args.backend, args.model_uri, args.seed, args.label,
                             options, model_prefix=params.tracking.model_prefix, inpaint=args.inpaint,

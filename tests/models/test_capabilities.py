@@ -52,3 +52,14 @@ def test_what_each_family_can_do():
         "vqvae": ["Phased", "Interpolates", "OwnMetrics"],
         "cyclegan": ["ExtraData", "Phased", "Monitored", "Translates", "OwnMetrics", "OwnFigures"],
     }
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_sample_options_are_the_declared_ones_and_the_cli_takes_them(name):
+    from genops.commands import build_parser
+    from genops.models.sample_options import SAMPLE_OPTION_TYPES
+
+    options = family_class(name).sample_options
+    assert set(options) <= set(SAMPLE_OPTION_TYPES), (name, options)
+    args = build_parser().parse_args(["sample", name, *(f"--{o}={SAMPLE_OPTION_TYPES[o](1)}" for o in options)])
+    assert all(getattr(args, o) is not None for o in options)

@@ -21,6 +21,7 @@ from genops.config.families import FamilyConfig, StackedConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.errors import GenopsError
+from genops.models.sample_options import SAMPLE_OPTION_TYPES  # noqa: F401 - re-exported: the interface's options
 from genops.models.step import StepContext
 
 # A network as the sampler sees it: tensors in, one tensor out. A torch module or an ORT session.
@@ -73,18 +74,12 @@ class EvaluatorView:
     frechet: Callable[[torch.Tensor, torch.Tensor], float]
 
 
-# Every sampling option a family may list in `sample_options`, with its type: the CLI flags, the registered
-# generator's request columns and their validation all read it, so an option is declared once.
-SAMPLE_OPTION_TYPES: dict[str, type] = {"steps": int, "method": str, "eta": float, "guidance": float,
-                                         "truncation": float}
-
-
 class Family(ABC):
     name: str  # class default; the registry sets the registered name (one class can serve several)
     info: ClassVar[FamilyInfo]
     primary_metric: ClassVar[Metric]
     monitor_loss: ClassVar[str] = "loss"  # the loss whose history measures training stability
-    # Keyword options `sample` accepts beyond n/labels/nets (exposed as `genops sample --OPTION`).
+    # Keyword options `sample` accepts beyond n/labels/nets: names from genops.models.sample_options.
     sample_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: FamilyConfig, spec: DataSpec, base: Family | None = None) -> None:
