@@ -450,9 +450,6 @@ class CycleGanConfig(AdversarialConfig):
     bank_size: int = field(256, "held-out domain-B images carried with the weights (and the ONNX `source` graph): "
                                 "sampling translates seeded draws of them into domain A (cycled if B holds fewer)",
                            ge=1)
-    lr_g: float | None = field(0.0002, "generators' learning rate; null = lr", gt=0)
-    lr_d: float | None = field(0.0002, "discriminators' learning rate; null = lr", gt=0)
-    betas: tuple[float, float] = field((0.5, 0.999), "Adam betas (Zhu et al.)")
 
     def data_sources(self) -> dict[str, str]:
         return {"domain_b": self.domain_b}
