@@ -8,7 +8,7 @@ import pytest
 
 from genops.config.families import FAMILIES
 from genops.models.base import Family
-from genops.models.capabilities import CAPABILITIES, Capability, capabilities_of
+from genops.models.capabilities import CAPABILITIES, Capability, ExtraData, capabilities_of
 from genops.models.registry import family_class
 
 
@@ -34,6 +34,13 @@ def test_a_family_that_implements_a_capability_declares_it(name):
         if _methods(cap) & own:
             assert issubclass(cls, cap), f"{name} defines {sorted(_methods(cap) & own)} but is not {cap.__name__}"
     assert not inspect.isabstract(cls), f"{name} leaves {sorted(cls.__abstractmethods__)} unimplemented"
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_family_whose_config_names_extra_data_takes_it(name):
+    """The stages hand every source `data_sources()` names to `attach_data`: the config and the class must agree."""
+    cfg = FAMILIES[name].config()
+    assert bool(cfg.data_sources()) == issubclass(family_class(name), ExtraData), name
 
 
 def test_what_each_family_can_do():

@@ -22,7 +22,6 @@ from genops.data.spec import DataSpec
 from genops.data.split import split_hash, stratified_split
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
-from genops.models.capabilities import ExtraData
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +123,6 @@ def attach_domains(family, sources: dict[str, str], root: Path, seed: int, test_
     role -> lineage (source, hash, split sizes) for the fingerprint, family.json and the tags. With `expected`
     (what the checkpoint was trained on) a domain whose content changed since is refused."""
     out = {}
-    if sources and not isinstance(family, ExtraData):
-        raise GenopsError(f"{family.name} takes no extra data source ({', '.join(sources)})")
     for role, source in sources.items():
         domain = load_domain(family.name, role, source, root, family.spec, seed, test_fraction)
         trained = (expected or {}).get(role)
