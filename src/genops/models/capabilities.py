@@ -56,6 +56,10 @@ class ExtraData(Capability):
         training and before evaluation."""
 
 
+SINGLE_PHASE: list[tuple[float, float]] = [(0.0, 1.0)]  # the whole run costs the same per step
+EVERY_STEP = 1  # ... and repeats every step
+
+
 class Phased(Capability):
     """Steps that differ in cost or in what they train: phases (a VQ-VAE's prior after its autoencoder), rounds
     (distillation), cycles (a GAN's generator every n_critic steps). The budget counts each phase's FLOPs."""
@@ -67,11 +71,18 @@ class Phased(Capability):
 
     def flop_phases(self) -> list[tuple[float, float]]:
         """(start as a fraction of the steps, share of the steps) of each phase whose steps cost differently."""
-        return [(0.0, 1.0)]
+        return list(SINGLE_PHASE)
 
     def flop_cycle(self) -> int:
         """Steps after which the per-step work repeats."""
-        return 1
+        return EVERY_STEP
+
+
+def cost_phases(family: object) -> tuple[list[tuple[float, float]], int]:
+    """(phases, cycle) the FLOP budget counts for `family`: a Phased family's own, else one phase every step."""
+    if isinstance(family, Phased):
+        return family.flop_phases(), family.flop_cycle()
+    return list(SINGLE_PHASE), EVERY_STEP
 
 
 class Monitored(Capability):

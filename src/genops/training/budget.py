@@ -18,7 +18,7 @@ from torch.utils.flop_counter import flop_registry
 
 from genops.data.tensors import Batch
 from genops.models.base import Family
-from genops.models.capabilities import Phased
+from genops.models.capabilities import cost_phases
 from genops.models.step import StepContext
 from genops.training.device import rng_kept
 
@@ -76,7 +76,7 @@ def flops_per_step(family: Family, batch: Batch, lr: float, seed: int) -> float:
     total = 0.0
     with rng_kept(batch.x.device):
         probe.train_mode(True)
-        phases, cycle = (probe.flop_phases(), probe.flop_cycle()) if isinstance(probe, Phased) else ([(0.0, 1.0)], 1)
+        phases, cycle = cost_phases(probe)
         for start, share in phases:
             first = int(start * _PROBE_TOTAL) + 1  # +1: first-step work (data-dependent inits) is not per-step
             counter = FlopCount()
