@@ -5,7 +5,8 @@ Each family is built at its default size from its config class, trained through 
 (genops.training.loop) on seeded random images for a few steps, with the fit hooks and extra data the train
 stage would give it; the state dict (every tensor, in key order) and four seeded samples are hashed.
 
-Run: `.venv/bin/python benchmarks/weights_hash.py --out /tmp/before.json` (about a minute on 2 cores).
+Run: `.venv/bin/python benchmarks/weights_hash.py --out /tmp/now.json` and compare with
+benchmarks/weights_hash.json (recorded at 93fc942, before issue 28; about a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from genops.config.families import FAMILIES
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
+from genops.models.capabilities import FitsData, Phased
 from genops.models.registry import build_family
 from genops.training.loop import LoopSettings, train
 
@@ -39,26 +41,21 @@ def _digest(tensors: list[torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def _hook(family, name: str):
-    """A fit hook where the family has one (the core interface before issue 28, a capability after)."""
-    return getattr(family, name, None)
-
-
 def trained(name: str, steps: int, base=None):
     torch.manual_seed(0)
     family = build_family(name, SPEC, {}, base=base)
     for role in family.cfg.data_sources():
         family.attach_data(role, _images(48, 1), _images(16, 2))
-    if hasattr(family, "check_steps"):
+    if isinstance(family, Phased):
         family.check_steps(steps)
     data = _images(64, 0)
-    if _hook(family, "on_train_start"):
+    if isinstance(family, FitsData):
         family.on_train_start(data, 32)
     settings = LoopSettings(steps=steps, batch_size=16, lr=2e-4, checkpoint_every=steps, log_every=1, seed=0,
                             max_loss=1e9, progress=False)
     with tempfile.TemporaryDirectory() as work:
         train(family, data, settings, Path(work), "hash", torch.device("cpu"))
-    if _hook(family, "on_train_end"):
+    if isinstance(family, FitsData):
         family.on_train_end(data, 32)
     return family
 
