@@ -148,8 +148,8 @@ def train_for(name: str, seconds: float, step, on_budget=None) -> dict:
 
 
 def train_ours(params, spec, data, seconds: float, seed: int) -> tuple[object, dict]:
-    from genops.models.base import StepContext
     from genops.models.capabilities import FitsData
+    from genops.models.family import StepContext
     from genops.models.registry import instantiate
     from genops.training.loop import BatchSchedule
 

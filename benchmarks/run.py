@@ -72,8 +72,8 @@ def train_speed(name: str, params, data, steps: int = 30) -> dict:
     import contextlib
 
     from genops.config import FAMILIES
-    from genops.models.base import StepContext
     from genops.models.capabilities import FitsData
+    from genops.models.family import StepContext
     from genops.models.registry import instantiate
     from genops.training.budget import flops_per_step
     from genops.training.loop import BatchSchedule

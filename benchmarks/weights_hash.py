@@ -5,8 +5,10 @@ Each family is built at its default size from its config class, trained through 
 (genops.training.loop) on seeded random images for a few steps, with the fit hooks and extra data the train
 stage would give it; the state dict (every tensor, in key order) and four seeded samples are hashed.
 
-Run: `.venv/bin/python benchmarks/weights_hash.py --out /tmp/now.json` and compare with
-benchmarks/weights_hash.json (recorded at 93fc942, before issue 28; about a minute on 2 cores).
+Run: `.venv/bin/python benchmarks/weights_hash.py` (about a minute on 2 cores): it prints the hashes and whether
+they equal benchmarks/weights_hash.json's reference for this machine's CPU kernels (torch picks its kernels by the
+CPU's instruction set, so float results, and the hashes, differ between an AVX2 and an AVX512 machine: each
+reference names the machine it was recorded on). The references were recorded at 93fc942, before issue 28.
 """
 
 from __future__ import annotations
@@ -77,11 +79,24 @@ def main() -> None:
         out[name] = {"state": _digest([state[k] for k in sorted(state)]), "tensors": len(state),
                      "samples": _digest([samples])}
         print(name, out[name], flush=True)
-    text = json.dumps(out, indent=1)
+    here = machine()
+    refs = [r for r in json.loads(REFERENCE.read_text())["references"] if r["machine"] == here]
+    verdict = ("no reference for this machine" if not refs else
+               "identical to the reference" if refs[0]["families"] == out else
+               "DIFFERENT from the reference: " + ", ".join(k for k in out if refs[0]["families"].get(k) != out[k]))
+    print(f"{here}: {verdict}")
     if args.out:
-        args.out.write_text(text + "\n")
-    else:
-        print(text)
+        args.out.write_text(json.dumps({"machine": here, "families": out}, indent=1) + "\n")
+    if refs and refs[0]["families"] != out:
+        raise SystemExit(1)
+
+
+REFERENCE = Path(__file__).with_suffix(".json")
+
+
+def machine() -> dict[str, str]:
+    """What decides the float results besides the code: torch's build and the CPU kernels it dispatches to."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 if __name__ == "__main__":

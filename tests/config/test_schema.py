@@ -128,7 +128,7 @@ def test_genops_params_prints_the_resolved_configuration(tmp_path):
 
 
 def test_a_profile_applies_as_overrides_the_users_set_wins_and_a_bad_one_is_named(tmp_path):
-    from genops.commands import with_profile
+    from genops.cli.commands import with_profile
     from genops.config import load_params
 
     params = load_params(PROJECT, with_profile(PROJECT, "gpu", ["train.steps=7"]))
@@ -167,3 +167,16 @@ def test_profiles_and_test_sizes_come_from_the_families():
 def test_a_renamed_key_names_its_new_name():
     with pytest.raises(GenopsError, match="'hidden' was renamed to 'width'"):
         validate(apply_overrides(read_raw(PROJECT), {"pixelcnn.hidden": 8}), "params.yaml")
+
+
+def test_each_family_has_its_own_config_class_which_names_the_instance():
+    """A built family's name comes from its config's class (gan and wgan-gp share a model class, not a config)."""
+    from genops.config.families import registered_name
+    from genops.models.registry import build_family
+
+    classes = [entry.config for entry in FAMILIES.values()]
+    assert len(set(classes)) == len(classes)
+    assert all(registered_name(entry.config()) == name for name, entry in FAMILIES.items())
+    spec = DataSpec(8, 8, 1, 3)
+    assert build_family("wgan-gp", spec, {"widths": [8, 16], "latent_dim": 4}).name == "wgan-gp"
+    assert build_family("gan", spec, {"widths": [8, 16], "latent_dim": 4}).name == "gan"

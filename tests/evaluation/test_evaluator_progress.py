@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from genops.data.spec import DataSpec
-from genops.evaluation.evaluator import EvaluatorNet, train_classifier
+from genops.evaluation.feature_net import EvaluatorNet, train_classifier
 
 
 def test_no_bar_when_progress_is_off(capsys):

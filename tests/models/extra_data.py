@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from genops.data.tensors import ImageSet
-from genops.models.base import Family
+from genops.models.family import Family
 
 
 def attach_synthetic_data(family: Family, n_train: int = 8, n_test: int = 4, seed: int = 0) -> Family:

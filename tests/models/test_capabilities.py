@@ -7,8 +7,8 @@ import inspect
 import pytest
 
 from genops.config.families import FAMILIES
-from genops.models.base import Family
 from genops.models.capabilities import CAPABILITIES, Capability, ExtraData, capabilities_of
+from genops.models.family import Family
 from genops.models.registry import family_class
 
 
@@ -63,7 +63,7 @@ def test_what_each_family_can_do():
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_sample_options_are_the_declared_ones_and_the_cli_takes_them(name):
-    from genops.commands import build_parser
+    from genops.cli.commands import build_parser
     from genops.models.sample_options import SAMPLE_OPTION_TYPES
 
     options = family_class(name).sample_options

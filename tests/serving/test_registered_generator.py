@@ -95,7 +95,7 @@ def test_pyfunc_and_rest_return_the_images_genops_sample_makes(registered):
 
 
 def test_metrics_are_linked_to_the_logged_model_and_promotion_reads_them(registered):
-    from genops.tracking.registry import version_model_id
+    from genops.tracking.model_registry import version_model_id
 
     root, env, tmp = registered
     client = _client(env)

@@ -55,13 +55,13 @@ def test_sampling_variants_become_a_quality_speed_table(tmp_path):
 
 def test_compute_table_groups_snapshots_by_their_nominal_fraction():
     """Snapshot steps are round(fraction x steps): 0.2498 of one family and 0.2502 of another are one column."""
-    from genops.stages.compare import _compute_table
+    from genops.evaluation.comparison_table import compute_table
 
     def curve(steps, fids):
         return [{"step": s, "fraction": s / steps, "flops": s * 1e9, "fid": f, "recall": 0.5} for s, f in fids]
 
     rows = {"a": {"curve": curve(1109, [(277, 30.0), (555, 20.0), (1109, 10.0)]), "budget": {"steps": 1109}},
             "b": {"curve": curve(354, [(88, 90.0), (177, 60.0), (354, 45.0)]), "budget": {"steps": 354}}}
-    head, _, line_a, line_b = _compute_table(rows)
+    head, _, line_a, line_b = compute_table(rows)
     assert head.count("FID at") == 3 and "FID at 25%" in head and "FID at 50%" in head
     assert "| 30.0 | 20.0 | 10.0 | +50% |" in line_a and "| 90.0 | 60.0 | 45.0 | +25% |" in line_b

@@ -12,8 +12,8 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.models.registry import build_family
 from genops.models.step import StepContext
-from genops.stages.train import snapshot_steps
 from genops.training.budget import FlopCount, flops_per_step, resolve_steps
+from genops.training.outputs import snapshot_steps
 
 SPEC = DataSpec(8, 8, 1, 3)
 BATCH = Batch(torch.rand(8, 1, 8, 8), torch.arange(8) % 3)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
-from genops.config.base import Section, field
+from genops.config.section import Section, field
 from genops.config.sections import EvaluateBudget
 
 SIZE_PROFILES = ("tiny", "smoke", "gpu")
@@ -490,6 +490,11 @@ FAMILIES: dict[str, FamilyEntry] = {
     "vqvae": FamilyEntry(VQVAEConfig, "genops.models.families.vqvae:VQVAE"),
     "cyclegan": FamilyEntry(CycleGanConfig, "genops.models.families.cyclegan:CycleGAN"),
 }
+
+
+def registered_name(cfg: FamilyConfig) -> str | None:
+    """The registered family `cfg` configures (each registered family has its own config class), else None."""
+    return next((name for name, entry in FAMILIES.items() if type(cfg) is entry.config), None)
 
 
 def profile_sizes(profile: str) -> dict[str, Any]:

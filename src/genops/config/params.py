@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import create_model, model_validator
 
-from genops.config.base import Section, field
 from genops.config.families import FAMILIES, AdversarialConfig, FamilyConfig, StackedConfig, profile_sizes
+from genops.config.section import Section, field
 from genops.config.sections import (
     DataConfig,
     EvaluateConfig,
@@ -29,6 +29,7 @@ from genops.config.sections import (
     ValidationConfig,
     VersioningConfig,
 )
+from genops.errors import GenopsError
 
 DEFAULT_FAMILIES = ["autoencoder", "vae", "gan", "wgan-gp", "stylegan", "diffusion", "pixelcnn", "vqvae"]
 
@@ -80,8 +81,6 @@ class ParamsHead(Section):
     def family(self, name: str) -> FamilyConfig:
         """The typed section of a registered family."""
         if name not in FAMILIES:
-            from genops.errors import GenopsError
-
             raise GenopsError(f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
         return getattr(self, attribute(name))
 

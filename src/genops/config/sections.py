@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, create_model, model_serializer, model_validator
 
-from genops.config.base import Section, field
+from genops.config.section import Section, field
 
 
 class DataConfig(Section):

@@ -6,14 +6,15 @@ and the schema agree key by key and value by value, so a default lives in one pl
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from genops.config.base import Section
 from genops.config.loading import dump
 from genops.config.params import Params
+from genops.config.section import Section
 
 HEADER = """\
 # genops parameters: every stage reads this file; DVC tracks the sections each stage declares.
@@ -40,8 +41,6 @@ def _scalar(value: Any) -> str:
 
 
 def _comment(text: str, indent: int) -> list[str]:
-    import textwrap
-
     return [f"{' ' * indent}# {line}" for line in textwrap.wrap(" ".join(text.split()), WIDTH - indent - 2)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from genops.data.sources import RawDataset
 
@@ -41,8 +42,6 @@ def choose_channels(raw: RawDataset, index: np.ndarray, channels) -> int:
 
 def to_uint8(pixels: np.ndarray, size: tuple[int, int], channels: int, float_max: float) -> np.ndarray:
     """Scale to 0..255, fix channels, resize (bicubic, PIL) to `size`; NaN/inf become 0 (validation reports them)."""
-    from PIL import Image
-
     scale = value_max_for(pixels.dtype, float_max)
     x = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=scale, neginf=0.0) / scale
     x = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)

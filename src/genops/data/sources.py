@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from genops.data.npz import ObjectArrayError, member_layout, npy_layout
 from genops.errors import GenopsError
 
 log = logging.getLogger(__name__)
@@ -140,8 +142,6 @@ class _FolderReader:
     def _header(self, i: int):
         """(height, width, mode) from the header without decoding the pixels; None if it does not open. A file
         whose header opens but whose pixels do not still counts here (it is skipped, and named, when read)."""
-        from PIL import Image
-
         try:
             with Image.open(self.entries[i][0]) as img:
                 return img.size[1], img.size[0], img.mode
@@ -253,8 +253,6 @@ def _read_image(path: Path) -> tuple[np.ndarray, str]:
 
     PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) is left as PIL sets it: a file that decodes to
     more than twice that many pixels raises and is skipped as unreadable, never loaded into memory."""
-    from PIL import Image
-
     with Image.open(path) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -322,8 +320,6 @@ def _load_npz(path: Path) -> RawDataset:
 def _images_layout(path: Path):
     """(file, layout, scratch folder) of the 'images' member: in place when stored, else unpacked (streamed, not
     loaded) to a temporary .npy first. Object arrays are refused without unpickling."""
-    from genops.data.npz import ObjectArrayError, member_layout, npy_layout
-
     scratch = None
     try:
         with zipfile.ZipFile(path) as zf:

@@ -1,4 +1,4 @@
-"""The evaluator as the plain functions a family's own metrics take (`models.base.EvaluatorView`).
+"""The evaluator as the plain functions a family's own metrics take (`models.family.EvaluatorView`).
 
 Apart from features.py because it knows the models layer's interface: the evaluator stage imports features.py,
 and must not depend on (and be re-run for) model code.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from genops.evaluation.evaluator import EvaluatorNet
+from genops.evaluation.feature_net import EvaluatorNet
 from genops.evaluation.sample_metrics import fid
-from genops.models.base import EvaluatorView
+from genops.models.family import EvaluatorView
 
 
 def evaluator_view(net: EvaluatorNet, meta: dict) -> EvaluatorView:

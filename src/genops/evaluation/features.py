@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
-from genops.evaluation.evaluator import EvaluatorNet, FeatureExtractor, batched
+from genops.evaluation.feature_net import EvaluatorNet, FeatureExtractor, batched
 from genops.storage.paths import ProjectPaths
 
 WEIGHTS = "weights.safetensors"

@@ -14,8 +14,8 @@ import logging
 import torch
 
 from genops.data.tensors import ImageSet
-from genops.models.base import Family
 from genops.models.capabilities import Inpaints
+from genops.models.family import Family
 
 log = logging.getLogger(__name__)
 

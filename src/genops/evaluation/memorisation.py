@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import binomtest
 
 from genops.data.tensors import ImageSet
 
@@ -72,8 +73,6 @@ def nearest_training(queries: torch.Tensor, train: ImageSet, index: torch.Tensor
 
 def wilson_interval(successes: int, n: int, level: float) -> tuple[float, float]:
     """Wilson score interval of a proportion (sensible at 0 and 1, unlike the normal approximation)."""
-    from scipy.stats import binomtest
-
     ci = binomtest(int(successes), n).proportion_ci(confidence_level=level, method="wilson")
     return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 

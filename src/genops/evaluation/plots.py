@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 
 def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -27,8 +28,6 @@ def grid_array(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> n
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, scale: int | None = None) -> Path:
     """Save a grid PNG, upscaled (nearest) so 8x8 or 28x28 images are visible."""
-    from PIL import Image
-
     canvas = grid_array(images, nrow)
     scale = scale or max(1, 512 // max(canvas.shape[:2]))
     img = Image.fromarray(canvas)
@@ -40,7 +39,10 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, scale: 
 
 
 def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI)."""
+    """matplotlib.pyplot on the file-only Agg backend (no display on servers and CI).
+
+    Imported here, when a figure is drawn, not when genops is: choosing the backend is process-wide, and a
+    notebook that imports genops keeps its own."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from genops.config.sections import EvaluateConfig
 
@@ -28,8 +30,6 @@ class Identity(nn.Module):
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50, kid_subset_size: int = 500,
             seed: int = 0) -> dict[str, float]:
     """FID and KID (mean, std over subsets) between two feature sets (N x D)."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     dim = real.shape[1]
     size = min(kid_subset_size, len(real), len(fake))
     kid = KernelInceptionDistance(feature=Identity(dim), subsets=kid_subsets, subset_size=size, normalize=True)
@@ -44,8 +44,6 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50, kid_s
 
 def fid(real: torch.Tensor, other: torch.Tensor) -> float:
     """FID between two feature sets (N x D), in double precision (torchmetrics, fed the features directly)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     metric = FrechetInceptionDistance(feature=Identity(real.shape[1]), normalize=True)
     metric.update(real.double(), real=True)
     metric.update(other.double(), real=False)

@@ -11,11 +11,11 @@ import torch
 from genops.config.sections import EvaluateConfig
 from genops.data.tensors import ImageSet
 from genops.evaluation.bootstrap import bootstrap_intervals
-from genops.evaluation.evaluator import EvaluatorNet
+from genops.evaluation.feature_net import EvaluatorNet
 from genops.evaluation.features import features_and_probs, reference_subset
 from genops.evaluation.sample_metrics import all_metrics
-from genops.models.base import Family
 from genops.models.capabilities import SampleVariants
+from genops.models.family import Family
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What a family can do beyond the core (genops.models.base.Family): capabilities it opts into by inheriting them.
+"""What a family can do beyond the core (genops.models.family.Family): capabilities it opts into by inheriting them.
 
 Stages and tests ask `isinstance(family, Inpaints)`, never a family's name and never a method answering None.
 Capabilities are nominal (a family names them in its class statement) rather than structural protocols, so the
@@ -19,7 +19,7 @@ from genops.config.families import MonitorSettings
 from genops.data.tensors import Batch, ImageSet
 
 if TYPE_CHECKING:
-    from genops.models.base import EvaluatorView, Net
+    from genops.models.family import EvaluatorView, Net
 
 
 class Capability(ABC):  # noqa: B024 - a marker base; each capability declares its own abstract methods

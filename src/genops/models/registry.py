@@ -8,12 +8,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from genops.config.families import FAMILIES, FamilyConfig
 from genops.data.spec import DataSpec
 from genops.errors import GenopsError
 
 if TYPE_CHECKING:
-    from genops.models.base import Family
+    from genops.models.family import Family
 
 
 def family_class(name: str) -> type[Family]:
@@ -34,8 +36,6 @@ def build_family(name: str, spec: DataSpec, cfg: FamilyConfig | dict | None = No
     """Build family `name` from its typed config, or from a mapping of its keys (validated by its config class,
     defaults for the rest; an unknown key is an error) — handy in notebooks and tests."""
     if not isinstance(cfg, FamilyConfig):
-        from pydantic import ValidationError
-
         try:
             cfg = config_class(name).model_validate(cfg or {})
         except ValidationError as exc:
@@ -44,11 +44,8 @@ def build_family(name: str, spec: DataSpec, cfg: FamilyConfig | dict | None = No
 
 
 def instantiate(name: str, cfg: FamilyConfig, spec: DataSpec, base: Family | None = None) -> Family:
-    """Build family `name` from its typed config; the instance carries the registered name."""
+    """Build family `name` from its typed config (whose class names the family the instance is: see
+    genops.config.families.registered_name)."""
     if not isinstance(cfg, config_class(name)):
         raise GenopsError(f"{name} is configured by {config_class(name).__name__}, got {type(cfg).__name__}")
-    cls = family_class(name)
-    family = cls.__new__(cls)
-    family.name = name  # set first so error messages from __init__ name the registered family
-    family.__init__(cfg, spec, base)
-    return family
+    return family_class(name)(cfg, spec, base)

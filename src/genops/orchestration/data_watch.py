@@ -19,12 +19,15 @@ import json
 import time
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger
 from prefect.events import DeploymentEventTrigger, emit_event
 
 from genops.config import load_params, project_root
+from genops.data.sources import IMAGE_SUFFIXES
 from genops.errors import GenopsError
 from genops.storage.atomic import write_json_atomic
+from genops.storage.integrity import sha256_of
 
 DATA_CHANGED_EVENT = "genops.data.changed"
 RESOURCE_PREFIX = "genops.dataset."
@@ -40,8 +43,6 @@ def dataset_resource_id(source: str) -> str:
 
 def source_files(source: str, root: Path) -> list[tuple[str, Path]]:
     """(name, path) of every file `prepare` reads for `data.source` (genops.data.sources), sorted."""
-    from genops.data.sources import IMAGE_SUFFIXES
-
     if source in _BUNDLED:
         package, rel = _BUNDLED[source]
         spec = importlib.util.find_spec(package)
@@ -69,12 +70,7 @@ def fingerprint(source: str, root: Path, known: dict[str, list] | None = None) -
     for name, path in source_files(source, root):
         st = path.stat()
         cached = known.get(name)
-        if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-            sha = cached[2]
-        else:
-            from genops.storage.integrity import sha256_of
-
-            sha = sha256_of(path)
+        sha = cached[2] if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns else sha256_of(path)
         files[name] = [st.st_size, st.st_mtime_ns, sha]
         digest.update(f"{name}\0{sha}\n".encode())
     return digest.hexdigest()[:16], files
@@ -84,8 +80,6 @@ def require_tracked(source: str, root: Path) -> None:
     """Refuse to watch a source DVC does not see: outside the `prepare` stage's dependencies (data/raw/), a
     change would start a retrain in which `dvc repro` finds nothing changed and does nothing. The bundled
     datasets change only with their package, which is not watched data."""
-    import yaml
-
     if source in _BUNDLED:
         return
     path = (Path(source) if Path(source).is_absolute() else root / source).resolve()

@@ -12,6 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import networkx as nx
+from dvc.repo import Repo
+
+from genops.config import FAMILIES
 from genops.versioning.dvc import dvc, repo_lock
 
 
@@ -25,8 +29,6 @@ class StageInfo:
 def stage_family(name: str) -> str | None:
     """The family a stage belongs to: the foreach key of `train@vae` & co.; None for shared stages, including
     foreach stages over other things (`sweep@0`, the first params sweep), which run whatever families are chosen."""
-    from genops.config import FAMILIES
-
     key = name.split("@", 1)[1] if "@" in name else None
     return key if key in FAMILIES else None
 
@@ -39,9 +41,6 @@ def stage_family(name: str) -> str | None:
 
 def stage_waves(root: Path, families: list[str] | None = None) -> list[list[StageInfo]]:
     """DVC's stages in dependency order, grouped so each group depends only on earlier groups."""
-    import networkx as nx
-    from dvc.repo import Repo
-
     with Repo(str(root)) as repo:
         graph = repo.index.graph.reverse()  # DVC's edges point at dependencies; reverse = execution order
         waves = []
@@ -76,9 +75,6 @@ def commit_stages(root: Path, names: list[str]) -> None:
 def stage_dag(root: Path, families: list[str] | None = None) -> list[tuple[StageInfo, list[str]]]:
     """DVC's stages in an execution order, each with the names of the stages it directly depends on, so a
     stage can start as soon as its own upstream is done (not a whole wave)."""
-    import networkx as nx
-    from dvc.repo import Repo
-
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         order = list(nx.topological_sort(graph.reverse()))

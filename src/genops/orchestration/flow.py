@@ -29,7 +29,8 @@ from genops.orchestration.logs import StageLineForwarder, forward_genops_logs
 from genops.orchestration.publish import emit_promotions, publish_artifacts, version_url
 from genops.orchestration.runner import run_stage_command
 from genops.orchestration.workspace import persist_overrides, smoke_workspace, workspace_lock
-from genops.tracking.store import tracking_uri
+from genops.tracking.lineage import tag_recorded_versions
+from genops.tracking.store import FLOW_RUN_ENV, tracking_uri
 from genops.versioning.dvc import check_remote, out_hashes, push_to_remote, remote_configured
 from genops.versioning.git import check_recordable, commit_run
 
@@ -57,8 +58,6 @@ def retry_transient(task, task_run, state) -> bool:
       cache_policy=NO_CACHE,
       task_run_name="{stage.name}")
 def run_stage(workspace: str, stage: StageInfo, in_process: bool = False, flow_run_id: str | None = None) -> dict:
-    from genops.tracking.store import FLOW_RUN_ENV
-
     log = get_run_logger()
     log.info("running %s: %s", stage.name, stage.cmd)
     lines = StageLineForwarder(log, stage.name)
@@ -166,8 +165,6 @@ def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -
 def run_stage_if_changed(workspace: str, stage: StageInfo, flow_run_id: str | None, threads: int) -> dict:
     """One stage on a (Dask) worker: ask DVC whether it changed, run its command in a subprocess, record it.
     Results travel through the workspace files and the tracking server, never through worker memory."""
-    from genops.tracking.store import FLOW_RUN_ENV
-
     root = Path(workspace)
     if stage.name not in changed_stages(root, [stage.name]):
         return {"stage": stage.name, "family": stage.family, "status": "skipped (unchanged)"}
@@ -261,8 +258,6 @@ def _run_dag(workspace: str, families: list[str], root_run: str | None, threads:
 
 def _record(root: Path, records: list[dict]) -> dict:
     """Commit dvc.lock + params.yaml, then tag the versions registered in this run with that commit."""
-    from genops.tracking.lineage import tag_recorded_versions
-
     ran = {r["family"] for r in records if r.get("status") == "ran" and r["stage"].startswith("register")}
     registrations = [json.loads((root / "reports" / "registry" / f"{fam}.json").read_text()) for fam in sorted(ran)]
     trained = sorted({r["family"] for r in records if r.get("status") == "ran" and r.get("family")})

@@ -28,7 +28,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.logging.handlers import APILogHandler
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.logging.handlers import APILogHandler, PrefectConsoleHandler
 
 GENOPS_LOGGER = "genops"
 STAGE_OUTPUT_LOGGER = "genops.stage_output"  # the name a forwarded stage output line carries in the UI
@@ -120,8 +121,6 @@ class _RunLogHandler(APILogHandler):
         self._secrets = secret_values()
 
     def emit(self, record: logging.LogRecord) -> None:
-        from prefect.context import FlowRunContext, TaskRunContext
-
         if FlowRunContext.get() is None and TaskRunContext.get() is None:
             return
         super().emit(record)
@@ -133,8 +132,6 @@ class _RunLogHandler(APILogHandler):
 def _logging_configured_by_the_app() -> bool:
     """True when the process set up its own root handlers (the `genops` CLI: -q means warnings only), as
     Prefect's setup_logging judges it; False under Prefect's own config (a worker's flow run) or pytest."""
-    from prefect.logging.handlers import PrefectConsoleHandler
-
     return any(getattr(h, "formatter", None) is not None and not isinstance(h, PrefectConsoleHandler)
                and not type(h).__name__.startswith("_") and type(h).__name__ != "LogCaptureHandler"
                for h in logging.getLogger().handlers)

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 from prefect.artifacts import create_image_artifact, create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from genops.evaluation.comparison_table import COLUMNS
 from genops.tracking.store import tracking_uri
 
 PROMOTED_EVENT = "genops.model.promoted"
@@ -87,8 +88,6 @@ def _number(value: object) -> float | int | str | bool | None:
 
 def metric_rows(root: Path, families: list[str]) -> list[dict]:
     """One row per evaluated family: its primary metric, the comparison's columns, its registry decision."""
-    from genops.stages.compare import COLUMNS
-
     rows = []
     for fam in families:
         m = _read(root / "metrics" / f"{fam}.json")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import collections
+import json as _json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from genops.cli.commands import run_in_process
 from genops.errors import EXIT_TRANSIENT, GenopsError, StageFailed, is_transient
 from genops.orchestration.dvc_graph import StageInfo
 
 
 def _in_process_argv(cmd: str) -> list[str] | None:
     """The argv of a plain `genops ...` command (no shell syntax), else None."""
-    import shlex
-
     if any(ch in cmd for ch in "|&;<>$`\n"):
         return None
     argv = shlex.split(cmd)
@@ -76,10 +78,6 @@ def run_stage_command(root: Path, stage: StageInfo, in_process: bool = False,
     extra_env = dict(extra_env or {})
     argv = _in_process_argv(stage.cmd) if in_process else None
     if argv is not None:
-        import json as _json
-
-        from genops.commands import run_in_process
-
         saved = {k: os.environ.get(k) for k in (*_IN_PROCESS_ENV, *extra_env)}
         os.environ.update({"GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name, **extra_env})
         sys.stderr.write(f"--- {stage.name}: {stage.cmd} (in process)\n")
@@ -103,8 +101,6 @@ def _run_subprocess(root: Path, stage: StageInfo, extra_env: dict[str, str],
                     on_line: Callable[[str], None] | None = None) -> float:
     """Run the command in a shell, streaming its output (progress bars included) to our stderr and, line by
     line, to `on_line`."""
-    import collections
-
     env = {**os.environ, "GENOPS_ROOT": str(root), "DVC_ROOT": str(root), "DVC_STAGE": stage.name, **extra_env}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     tail: collections.deque[str] = collections.deque(maxlen=20)

@@ -4,11 +4,18 @@ a scratch smoke workspace with tiny sizes and its own MLflow store."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+from filelock import FileLock, Timeout
+from ruamel.yaml import YAML
+
+from genops.config import apply_overrides, dump, load_params, parse_override, smoke_params, validate
 from genops.errors import GenopsError
 from genops.storage.atomic import replace_durably
 from genops.versioning.dvc import dvc
@@ -18,9 +25,7 @@ def persist_overrides(root: Path, overrides: list[str]) -> None:
     """Write `--set` overrides into params.yaml, keeping its comments (as `dvc exp run -S` does)."""
     if not overrides:
         return
-    from ruamel.yaml import YAML
 
-    from genops.config import load_params, parse_override
 
     load_params(root, overrides)  # validates keys and values before anything is written
     yaml = YAML()
@@ -40,10 +45,6 @@ def persist_overrides(root: Path, overrides: list[str]) -> None:
 
 def smoke_workspace(root: Path, overrides: list[str]) -> Path:
     """A scratch DVC project under .genops/smoke with the `smoke:` sizes; the real registry is untouched."""
-    import yaml
-
-    from genops.config import apply_overrides, dump, load_params, smoke_params, validate
-
     params = dump(validate(apply_overrides(dump(smoke_params(load_params(root))), overrides), "--set"))
     source = str(params["data"]["source"])
     if not Path(source).is_absolute() and (root / source).exists():
@@ -70,11 +71,6 @@ def workspace_lock(root: Path) -> Iterator[None]:
     An OS file lock (filelock's fcntl lock on Linux), so a pipeline killed with -9 leaves no stale lock behind:
     the kernel drops it with the process. Why refuse rather than wait: two runs of one workspace would train,
     commit and register the same stages; the second has nothing to add once the first is done."""
-    import json
-    import time
-
-    from filelock import FileLock, Timeout
-
     folder = Path(root) / ".genops"
     folder.mkdir(parents=True, exist_ok=True)
     lock, holder = FileLock(str(folder / "pipeline.lock")), folder / "pipeline.holder.json"

@@ -19,6 +19,9 @@ import shutil
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from packaging.version import Version
+
+import genops
 from genops.errors import GenopsError
 
 # Distributions the serving path imports (genops.serving.generator and what it loads), beside ONNX Runtime.
@@ -33,8 +36,6 @@ _INSTALLED_ORT = ("onnxruntime-gpu", "onnxruntime")  # whichever this process ha
 
 def _public(dist: str) -> str:
     """The installed release of `dist` without a local suffix (`2.13.0+cpu` -> `2.13.0`)."""
-    from packaging.version import Version
-
     try:
         return Version(version(dist)).public
     except PackageNotFoundError:
@@ -67,8 +68,6 @@ def _installed(dist: str) -> bool:
 
 def package_root() -> Path:
     """The genops package folder this process imports (what `code_paths` copies)."""
-    import genops
-
     return Path(genops.__file__).resolve().parent
 
 

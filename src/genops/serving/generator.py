@@ -14,6 +14,7 @@ the request's images do not depend on where they were made beyond floating-point
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -23,12 +24,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 
 from genops.errors import GenopsError
-from genops.models.base import SAMPLE_OPTION_TYPES
 from genops.models.capabilities import Inpaints, Translates
+from genops.models.family import SAMPLE_OPTION_TYPES
+from genops.models.registry import family_class
 from genops.serving.images import to_uint8
-from genops.storage.bundle import REGISTRY_BUNDLE
+from genops.serving.onnx_runtime import load_nets
+from genops.storage.bundle import FAMILY_JSON, REGISTRY_BUNDLE, load_bundle
+from genops.storage.integrity import verify_recorded
 
 BUNDLE = REGISTRY_BUNDLE  # the pyfunc artifact (a folder) holding family.json, the graphs, weights, hashes.json
 LIMIT_ENV = {"max_images": "GENOPS_SERVE_MAX_IMAGES", "max_work": "GENOPS_SERVE_MAX_WORK"}
@@ -76,12 +81,10 @@ class RequestLimits:
 
 def request_columns(family_name: str, conditional: bool) -> dict[str, type]:
     """The columns a request for this family may carry, with their types (n and seed are required)."""
-    from genops.models.registry import family_class
-
     options = family_class(family_name).sample_options
     missing = [o for o in options if o not in SAMPLE_OPTION_TYPES]
     if missing:
-        raise GenopsError(f"{family_name}.sample_options {missing} have no type in models.base.SAMPLE_OPTION_TYPES")
+        raise GenopsError(f"{family_name}.sample_options {missing} have no type in models.family.SAMPLE_OPTION_TYPES")
     return {"n": int, "seed": int, **({"label": int} if conditional else {}),
             **{o: SAMPLE_OPTION_TYPES[o] for o in options}}
 
@@ -97,10 +100,6 @@ class Generator:
     def __init__(self, folder: Path, threads: int | None = None, backend: str = "onnx",
                  limits: RequestLimits | None = None) -> None:
         """`limits`: what one `predict_rows` call may ask for (a served endpoint); None = unlimited (the CLI)."""
-        from genops.serving.onnx_runtime import load_nets
-        from genops.storage.bundle import FAMILY_JSON, load_bundle
-        from genops.storage.integrity import verify_recorded
-
         folder = Path(folder)
         verify_recorded(folder, [FAMILY_JSON], "register the version again")
         if backend not in ("onnx", "torch"):
@@ -201,8 +200,6 @@ class GeneratorModel(PythonModel):
     the version's files, so a fetched model can never execute a pickle."""
 
     def load_context(self, context) -> None:
-        import logging
-
         limits = RequestLimits.from_model_config(getattr(context, "model_config", None))
         self.generator = Generator(Path(context.artifacts[BUNDLE]), limits=limits)
         # Where the graphs run, in the server's log: CUDAExecutionProvider only where a GPU was really used.
@@ -219,6 +216,5 @@ class GeneratorModel(PythonModel):
         try:
             return self.generator.predict_rows(model_input.to_dict(orient="records"))
         except GenopsError as exc:  # a bad request: MLflow's server answers 400 with this message, not a trace
-            from mlflow.exceptions import MlflowException
 
             raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from genops.errors import ExportParityError
-from genops.models.base import ExportSpec
+from genops.models.family import ExportSpec
+from genops.serving.onnx_runtime import OrtNet, make_session
 
 
 def export_graph(spec: ExportSpec, path: Path, opset: int) -> None:
     """torch.export (dynamo) -> one self-contained .onnx file with a dynamic batch dimension
     (plus any axes named in `spec.dynamic_dims`)."""
-    import warnings
-
     dims = {"batch": torch.export.Dim("batch", min=1, max=4096)}
     dynamic = []
     for name, t in zip(spec.input_names, spec.example_inputs):
@@ -46,8 +46,6 @@ def parity_inputs(spec: ExportSpec, batch: int, seed: int) -> tuple[torch.Tensor
 
 
 def check_parity(spec: ExportSpec, path: Path, atol: float, seed: int) -> float:
-    from genops.serving.onnx_runtime import OrtNet, make_session
-
     net = OrtNet(make_session(path))
     inputs = parity_inputs(spec, 5, seed)
     with torch.no_grad():

@@ -11,9 +11,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from genops.errors import GenopsError
+from genops.storage.integrity import verify_recorded
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,6 @@ def gpu_present() -> bool:
 
 
 def make_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     # Spinning worker threads starve torch running in the same process on small machines.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -99,8 +99,6 @@ class OrtNet:
 
 def load_nets(folder: Path, names: list[str], threads: int | None = None) -> dict[str, OrtNet]:
     """ORT sessions of these graphs, each checked against the sha256 that export recorded beside it."""
-    from genops.storage.integrity import verify_recorded
-
     nets = {}
     for name in names:
         path = Path(folder) / f"{name}.onnx"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from pathlib import Path
 
 from genops.errors import GenopsError
 from genops.stack.layout import SERVICES, Ports, Secrets, StackLayout, client_env
 from genops.stack.services import STARTERS, status, stop
+from genops.versioning.dvc import dvc
 
 log = logging.getLogger(__name__)
 DVC_REMOTE = "stack"
@@ -52,8 +54,6 @@ def up(root: Path, ports: Ports | None = None, worker: bool = True, project: Pat
 
 
 def _check_ports_free(ports: Ports) -> None:
-    import socket
-
     named = {"postgres": ports.postgres, "mlflow": ports.mlflow, "prefect": ports.prefect, "s3": ports.s3,
              **{f"seaweedfs-internal-{i}": p for i, p in enumerate(ports.weed)}}
     busy = []
@@ -95,7 +95,6 @@ def connect_dvc(project: Path, env: dict[str, str]) -> None:
     for key in ("GENOPS_DVC_REMOTE_URL", "GENOPS_S3_ENDPOINT"):
         if not env.get(key):
             raise GenopsError(f"{key} is not set: source the stack's env file (.genops/stack/stack.env) first")
-    from genops.versioning.dvc import dvc
 
     dvc(project, "remote", "add", "--local", "--default", "--force", DVC_REMOTE, env["GENOPS_DVC_REMOTE_URL"])
     dvc(project, "remote", "modify", "--local", DVC_REMOTE, "endpointurl", env["GENOPS_S3_ENDPOINT"])

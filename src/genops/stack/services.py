@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -63,8 +64,6 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
 
 def _own_by_pg(*paths: Path) -> None:
     if os.geteuid() == 0:
-        import pwd
-
         pw = pwd.getpwnam("postgres")
         for p in paths:
             os.chown(p, pw.pw_uid, pw.pw_gid)

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from genops.config import Params
-from genops.data.convert import choose_channels, choose_size, to_uint8
+from genops.data.convert import choose_channels, choose_size, to_uint8, value_max_for
 from genops.data.npz import NpzWriter
 from genops.data.sources import RawImage, load_source
 from genops.data.spec import DataSpec
@@ -43,7 +45,6 @@ def _row(index: int, im: RawImage, float_max: float) -> dict:
         return dict(index=index, file=im.name, readable=False, height=-1, width=-1, channels=-1, dtype="",
                     raw_min=float("nan"), raw_max=float("nan"), value_max_allowed=255.0, nonfinite=0,
                     label=im.label, error=im.error)
-    from genops.data.convert import value_max_for
 
     finite = px[np.isfinite(px)] if np.issubdtype(px.dtype, np.floating) else px
     return dict(index=index, file=im.name, readable=True, height=px.shape[0], width=px.shape[1],
@@ -120,9 +121,6 @@ def _convert(raw, index: np.ndarray, size: tuple[int, int], channels: int, scrat
              progress: bool) -> dict[str, list[str]]:
     """One pass over the source: each block decoded, described, converted and appended to the scratch files.
     Returns the repairs (kind -> files, in source order)."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     repairs: dict[str, list[str]] = {}
     position = 0
     quiet = {} if progress else {"disable": True}  # left unset otherwise, so TQDM_DISABLE still applies

@@ -25,7 +25,7 @@ from genops.config import Params
 from genops.storage.atomic import write_json_atomic
 from genops.storage.paths import ProjectPaths
 from genops.tracking import version as v
-from genops.tracking.registry import (
+from genops.tracking.model_registry import (
     FINGERPRINT_TAG,
     exists,
     find_version,

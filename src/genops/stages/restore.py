@@ -14,22 +14,36 @@ import subprocess
 from pathlib import Path
 
 from genops.errors import GenopsError
+from genops.tracking.model_registry import model_version
+from genops.tracking.store import setup_mlflow
+from genops.versioning.dvc import dvc, forget_transfer_index, out_hashes, remote_configured, status
+
+
+def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
+    setup_mlflow(root)
+    try:
+        mv = model_version(model_uri)
+    except Exception as exc:  # mlflow raises several types for a missing name/alias/version
+        raise GenopsError(f"cannot resolve {model_uri}: {exc}") from exc
+    commit, family, expected = _lineage(mv)
+    source, dest = repo or str(root), Path(dest).resolve()
+    _checkout(source, dest, commit, f"{mv.name} v{mv.version}")
+    _connect_remote(Path(source), dest)
+    recorded = out_hashes(dest).get(f"checkpoints/{family}")
+    if recorded != expected:
+        raise GenopsError(f"dvc.lock at {commit[:12]} records checkpoints/{family} as {recorded}, but the version "
+                          f"says {expected}: the version does not belong to this commit")
+    _pull_clean(dest, commit)
+    return {"model": mv.name, "version": int(mv.version), "family": family, "commit": commit, "dir": str(dest),
+            "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "dvc_status": "clean"}
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
 
-def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
-    from genops.tracking.registry import model_version
-    from genops.tracking.store import setup_mlflow
-    from genops.versioning.dvc import dvc, forget_transfer_index, out_hashes, remote_configured, status
-
-    setup_mlflow(root)
-    try:
-        mv = model_version(model_uri)
-    except Exception as exc:  # mlflow raises several types for a missing name/alias/version
-        raise GenopsError(f"cannot resolve {model_uri}: {exc}") from exc
+def _lineage(mv) -> tuple[str, str, str]:
+    """The version's recorded commit, family and checkpoint hash; refused when the run recorded none."""
     tags = mv.tags
     commit, family = tags.get("genops.lineage.commit"), tags.get("genops.family")
     expected = tags.get("genops.dvc.checkpoint")
@@ -37,8 +51,11 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
         raise GenopsError(f"{mv.name} v{mv.version} has no recorded lineage (genops.lineage.commit / "
                           f"genops.dvc.checkpoint / genops.family): it was registered by a run with "
                           f"versioning.commit off, so there is no commit that pins its outputs")
-    source = repo or str(root)
-    dest = Path(dest).resolve()
+    return commit, family, expected
+
+
+def _checkout(source: str, dest: Path, commit: str, version: str) -> None:
+    """A clone of `source` in the empty (or new) folder `dest`, at `commit`."""
     if dest.exists() and any(dest.iterdir()):
         raise GenopsError(f"--to {dest}: the folder exists and is not empty")
     proc = _run(["git", "clone", "-q", "--no-checkout", source, str(dest)], dest.parent)
@@ -47,18 +64,21 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
     proc = _run(["git", "checkout", "-q", "--detach", commit], dest)
     if proc.returncode != 0:
         shutil.rmtree(dest, ignore_errors=True)
-        raise GenopsError(f"commit {commit} (lineage of {mv.name} v{mv.version}) not found in {source}: "
-                          f"{proc.stderr.strip()}")
-    local_config = Path(source) / ".dvc" / "config.local"
+        raise GenopsError(f"commit {commit} (lineage of {version}) not found in {source}: {proc.stderr.strip()}")
+
+
+def _connect_remote(source: Path, dest: Path) -> None:
+    """The DVC remote the source project pushes to (its untracked config.local), or a clear refusal."""
+    local_config = source / ".dvc" / "config.local"
     if not remote_configured(dest) and local_config.is_file():
-        shutil.copy(local_config, dest / ".dvc" / "config.local")  # the remote this project pushes to
+        shutil.copy(local_config, dest / ".dvc" / "config.local")
     if not remote_configured(dest):
         raise GenopsError(f"no DVC remote configured for {source} (dvc remote add -d ..., or `genops stack "
                           "connect`): the outputs of the recorded run cannot be pulled")
-    recorded = out_hashes(dest).get(f"checkpoints/{family}")
-    if recorded != expected:
-        raise GenopsError(f"dvc.lock at {commit[:12]} records checkpoints/{family} as {recorded}, but the version "
-                          f"says {expected}: the version does not belong to this commit")
+
+
+def _pull_clean(dest: Path, commit: str) -> None:
+    """`dvc pull`, then a `dvc status` that must be clean."""
     try:
         forget_transfer_index(dest)
         dvc(dest, "pull")
@@ -67,5 +87,3 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
     changed = status(dest)
     if changed:
         raise GenopsError(f"after dvc pull, {dest} differs from its dvc.lock: {json.dumps(changed, indent=1)}")
-    return {"model": mv.name, "version": int(mv.version), "family": family, "commit": commit, "dir": str(dest),
-            "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "dvc_status": "clean"}

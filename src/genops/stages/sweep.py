@@ -25,6 +25,7 @@ import yaml
 from genops.config import Params, apply_overrides, dump, load_params, validate
 from genops.config.sections import SweepConfig
 from genops.errors import GenopsError
+from genops.evaluation.plots import pyplot
 from genops.storage.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,7 @@ def _fmt(value) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in result["rows"] if r["test_rate_nats"] is not None]
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     rate, distortion = [r["test_rate_nats"] for r in rows], [r["test_distortion_nats"] for r in rows]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from genops.config import Params
 from genops.storage.paths import ProjectPaths
+from genops.validation.suite import validate
 
 
 @dataclass
@@ -18,8 +19,6 @@ class ValidateResult:
 
 def validate_stage(params: Params, root: Path) -> ValidateResult:
     """Raises ValidationFailed (naming each failed expectation) when the data is rejected."""
-    from genops.validation.suite import validate
-
     paths = ProjectPaths(root)
     report = validate(params.validation, paths.prepared, paths.validation)
     return ValidateResult(report.success, report.n_rows, str(report.result_path))

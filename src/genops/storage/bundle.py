@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from genops.config.families import FAMILIES, FamilyConfig
 from genops.data.spec import DataSpec
 from genops.errors import GenopsError
-from genops.models.base import Family
+from genops.models.family import Family
 from genops.models.registry import config_class, instantiate
 from genops.storage.integrity import record_hashes, verify_recorded
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow import MlflowClient
+
+from genops.tracking.store import setup_mlflow
+
 
 def tag_recorded_versions(root: Path, registrations: list[dict], commit: str, hashes: dict[str, str]) -> list[str]:
     """Set genops.lineage.commit and genops.dvc.{checkpoint,exported} on each version; returns 'name vN' lines."""
-    from mlflow import MlflowClient
-
-    from genops.tracking.store import setup_mlflow
-
     setup_mlflow(root)
     client = MlflowClient()
     done = []

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genops.models.base import SAMPLE_OPTION_TYPES
+import mlflow
+import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import LoggedModelInput
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
+
+from genops.models.family import SAMPLE_OPTION_TYPES
 from genops.serving.generator import BUNDLE, request_columns
 
 GENERATOR_ENTRY = Path(__file__).resolve().parents[1] / "serving" / "pyfunc_entry.py"
@@ -20,10 +29,6 @@ def request_signature(family_name: str, conditional: bool):
     rows leave `steps` out holds it as floats with NaN, while JSON `{"eta": 0}` arrives as an integer, so typed
     optional columns would refuse ordinary requests. Every column any family takes is declared (MLflow silently
     drops undeclared ones), so a `label` sent to an unconditional model gets a clear refusal, not silence."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
-
     request_columns(family_name, conditional)  # the family's own options must all have a type
     specs = [ColSpec("long", "n"), ColSpec("long", "seed")]
     specs += [ColSpec(AnyType(), name, required=False) for name in ("label", *SAMPLE_OPTION_TYPES)]
@@ -37,9 +42,6 @@ def log_generator(bundle: Path, family_name: str, conditional: bool, requirement
     puts it on sys.path when the model loads, so it serves where genops is not installed); `model_config` holds
     the request limits (RequestLimits). The input example (one image, seed 0) is run once by MLflow, so a version
     whose sampler cannot run is never logged."""
-    import mlflow
-    import pandas as pd
-
     return mlflow.pyfunc.log_model(
         name="model", python_model=str(GENERATOR_ENTRY), artifacts={BUNDLE: str(bundle)},
         signature=request_signature(family_name, conditional), input_example=pd.DataFrame([{"n": 1, "seed": 0}]),
@@ -48,17 +50,11 @@ def log_generator(bundle: Path, family_name: str, conditional: bool, requirement
 
 def evaluation_dataset(prepared: Path, spec_data: dict):
     """The held-out split the metrics were measured on, named by source and content hash (no copy of it)."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
     return MetaDataset(resolve_dataset_source(str(prepared)), name=f"{spec_data['source']}@{spec_data['data_hash']}"
                        ":test", digest=str(spec_data["data_hash"])[:16])
 
 
 def link_metrics(model_id: str, metrics: dict[str, float], dataset) -> None:
     """Evaluation metrics on the LoggedModel (model_id) and its evaluation dataset, in the active run."""
-    import mlflow
-    from mlflow.entities import LoggedModelInput
-
     mlflow.log_input(dataset, context="evaluation", model=LoggedModelInput(model_id))
     mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from genops.models.registry import family_class
+from genops.serving.generator import request_columns
+
 # MLflow's SQL stores hold a description in VARCHAR(5000) (PostgreSQL refuses more; SQLite does not check).
 DESCRIPTION_LIMIT = 5000
 # The metrics a compact card (a registry description) keeps; the full card (MODEL_CARD.md) lists every metric.
@@ -19,8 +22,6 @@ def model_card(family: str, name: str, meta: dict, metrics: dict, export: dict, 
     real held-out images score); `decision` the promotion's alias, reason and previous champion. `compact` (for
     registry descriptions, which MLflow caps at DESCRIPTION_LIMIT characters) keeps the headline metrics and
     points at MODEL_CARD.md and the run for the params instead of listing them."""
-    from genops.models.registry import family_class
-
     info = family_class(family).info
     spec = meta["spec"]
     lines = [
@@ -73,8 +74,6 @@ def fit_description(text: str, limit: int = DESCRIPTION_LIMIT) -> str:
 
 
 def _columns(family: str, meta: dict) -> list[str]:
-    from genops.serving.generator import request_columns
-
     return list(request_columns(family, bool(meta["cfg"].get("conditional"))))
 
 
@@ -106,8 +105,6 @@ def _decision(decision: dict | None) -> list[str]:
 
 def registry_card(family: str, name: str, champion_version, champion_card: str | None) -> str:
     """The registered model's description: what the family is and how to use it, then the champion's card."""
-    from genops.models.registry import family_class
-
     info = family_class(family).info
     lines = [f"# {name}", "", info.summary, "", f"**Samples by:** {info.samples_by}", "",
              f"`models:/{name}@champion` is the version to use (currently version {champion_version}); "

@@ -7,8 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from genops.errors import GenopsError
+import mlflow
+
+from genops.errors import GenopsError, is_transient
 from genops.storage.paths import ProjectPaths
+from genops.tracking.store import setup_mlflow
 
 RUN_JSON = "run.json"
 
@@ -23,16 +26,11 @@ def run_info(paths: ProjectPaths, family: str) -> dict:
 @contextmanager
 def family_run(root: Path, paths: ProjectPaths, family: str) -> Iterator:
     """Resume the MLflow run that `train` opened for this family, so every stage logs into it."""
-    import mlflow
-
-    from genops.tracking.store import setup_mlflow
-
     setup_mlflow(root)
     run_id = run_info(paths, family)["run_id"]
     try:
         run = mlflow.start_run(run_id=run_id)
     except Exception as exc:  # the store was reset or moved since training
-        from genops.errors import is_transient
 
         if is_transient(exc):  # the server is unreachable, not the run missing: let the caller retry
             raise

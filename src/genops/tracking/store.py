@@ -8,9 +8,12 @@ absolute project root so stages launched by DVC, Prefect or a shell all write to
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
+
+import mlflow
 
 FLOW_RUN_ENV = "GENOPS_FLOW_RUN_ID"  # set by the Prefect flow for the stages it runs
 
@@ -31,10 +34,6 @@ def artifact_root(uri: str, root: Path) -> str | None:
 
 def setup_mlflow(root: Path, experiment: str | None = None) -> str:
     """Point mlflow at the project store and, if named, select (creating if needed) the experiment."""
-    import logging
-
-    import mlflow
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Against a tracking server MLflow prints run URLs to stdout, where the commands write their JSON result.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -21,8 +21,8 @@ from genops.storage.integrity import record_hashes, verify_recorded
 from genops.storage.paths import ProjectPaths
 from genops.tracking.logged_model import evaluation_dataset, link_metrics, log_generator
 from genops.tracking.model_card import fit_description, model_card, registry_card
+from genops.tracking.model_registry import FINGERPRINT_TAG, champion_value, exists, hash_tags
 from genops.tracking.promotion import decide, half_width
-from genops.tracking.registry import FINGERPRINT_TAG, champion_value, exists, hash_tags
 from genops.tracking.store import context_tags, git_commit
 from genops.versioning.dvc import out_hashes
 

@@ -16,11 +16,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from genops.data.tensors import Batch
-from genops.models.base import Family
-from genops.models.capabilities import cost_phases
+from genops.data.tensors import Batch, ImageSet
+from genops.errors import GenopsError
+from genops.models.capabilities import Phased, cost_phases
+from genops.models.family import Family
 from genops.models.step import StepContext
 from genops.training.device import rng_kept
+from genops.training.loop import BatchSchedule
 
 # The step count phases are placed in while probing: far beyond any real run, so a phase at fraction f of the
 # steps starts at a step index no schedule treats specially (warm-up ends, EMA ramps) other than by its phase.
@@ -97,3 +99,18 @@ def resolve_steps(family: str, family_steps: int | None, train_steps: int | None
     if budget is None or not math.isfinite(flops) or flops <= 0:
         raise ValueError(f"{family}: no step count (train.budget={budget}, {flops} FLOPs per step)")
     return StepBudget(max(1, round(budget / flops)), flops, budget, "train.budget")
+
+
+def plan_budget(family: Family, family_steps: int | None, train_steps: int | None, budget: float | None,
+                data: ImageSet, batch_size: int, lr: float, device: torch.device, seed: int) -> StepBudget:
+    """The family's steps from train.budget (or an explicit step count), with its FLOPs per step counted on the
+    first real batch; refused, naming why, when the family cannot train that many steps."""
+    first = data.batch(BatchSchedule(len(data), batch_size, seed).indices(0))
+    flops = flops_per_step(family, Batch(first.x.to(device), first.y.to(device)), lr, seed)
+    try:
+        planned = resolve_steps(family.name, family_steps, train_steps, budget, flops)
+    except ValueError as exc:
+        raise GenopsError(str(exc)) from None
+    if isinstance(family, Phased):
+        family.check_steps(planned.steps)
+    return planned

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from genops.models.base import Family
+from genops.models.family import Family
 from genops.storage.atomic import replace_durably
 from genops.storage.integrity import CorruptFile, sha256_of, verify
 

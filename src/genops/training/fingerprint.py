@@ -36,7 +36,7 @@ CAPABILITIES_MODULE = "genops.models.capabilities"
 TRAINING_MODULES = ("genops.training.loop", "genops.training.checkpoint", "genops.training.device",
                     "genops.data.tensors", "genops.models.step", "genops.models.sharding",
                     "genops.training.budget")
-FAMILY_BASE = ("genops.models.base", "Family")
+FAMILY_BASE = ("genops.models.family", "Family")
 CONFIG_PACKAGE = "genops.config"
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError, TrainingDiverged
-from genops.models.base import Family, StepContext
+from genops.models.family import Family, StepContext
 from genops.models.sharding import SINGLE, Shard, sync_batch_norm
 from genops.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from genops.training.device import autocast_for

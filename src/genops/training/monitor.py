@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from genops.evaluation.sample_metrics import modes_covered, precision_recall
-from genops.models.base import Family
+from genops.models.family import Family
 
 log = logging.getLogger(__name__)
 

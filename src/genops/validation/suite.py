@@ -13,6 +13,7 @@ and the CLI must stay fast.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import shutil
@@ -23,7 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import great_expectations as gx
 import numpy as np
+import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
+from great_expectations.expectations.row_conditions import Column
 
 from genops.config.sections import ValidationConfig
 from genops.errors import GenopsError, ValidationFailed
@@ -97,8 +102,6 @@ class _Check:
 
 def _read_metadata(path: Path) -> pd.DataFrame:
     """metadata.csv with stable dtypes: strings stay strings ("" not NaN), numbers are numbers."""
-    import pandas as pd
-
     if not path.is_file():
         raise ValidationFailed(f"validate: {path} not found; run the prepare stage first")
     df = pd.read_csv(path, keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in _FLOAT_COLUMNS})
@@ -124,8 +127,6 @@ def _read_metadata(path: Path) -> pd.DataFrame:
 
 def _class_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Readable images per declared class; a class with no image at all still gets a row (0)."""
-    import pandas as pd
-
     labels = df.loc[df["readable"], "label"]
     k = int(spec.get("num_classes", 0))
     if k == 0:  # unconditional data: the whole set is one class
@@ -152,8 +153,6 @@ def _npy_header(npz: Path, key: str) -> tuple[tuple[int, ...], str] | None:
 
 def _array_table(prepared_dir: Path, df: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """One row per split: what the .npz arrays hold next to what metadata.csv and spec.json claim."""
-    import pandas as pd
-
     rows = []
     for split in ("train", "test"):
         npz = prepared_dir / f"{split}.npz"
@@ -177,8 +176,6 @@ def _array_table(prepared_dir: Path, df: pd.DataFrame, spec: dict) -> pd.DataFra
 
 def _build_checks(gx: Any, p: ValidationConfig, spec: dict, errors: dict[str, str]) -> list[_Check]:
     """Every expectation of the suite, in report order."""
-    from great_expectations.expectations.row_conditions import Column
-
     E = gx.expectations
     readable = Column("readable") == True  # noqa: E712  (builds a GE condition, not a Python bool)
     h, w, c, k = (int(spec[x]) for x in ("height", "width", "channels", "num_classes"))
@@ -332,8 +329,6 @@ def _build_checks(gx: Any, p: ValidationConfig, spec: dict, errors: dict[str, st
 
 
 def _repairs(prepared_dir: Path) -> dict:
-    import json
-
     path = prepared_dir / "repairs.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -429,8 +424,6 @@ def _entry(check: _Check, er: Any) -> dict:
 def _run_suite(gx: Any, ctx: Any, checks: list[_Check], tables: dict[str, pd.DataFrame], docs: bool) -> list[dict]:
     """One pandas asset, suite, validation definition and Checkpoint per table (each table is its own dataframe,
     given at run time); the Checkpoint's UpdateDataDocsAction writes the Data Docs. Results back in check order."""
-    from great_expectations.checkpoint import UpdateDataDocsAction
-
     source = ctx.data_sources.add_pandas("genops")
     by_name: dict[str, Any] = {}
     for table, df in tables.items():
@@ -468,8 +461,6 @@ def validate(p: ValidationConfig, prepared_dir: Path, report_dir: Path) -> Valid
 
     result.json and the Data Docs are written before raising, so a failed run can be inspected.
     """
-    import json
-
     prepared_dir, report_dir = Path(prepared_dir), Path(report_dir)
     spec_path = prepared_dir / "spec.json"
     if not spec_path.is_file():
@@ -489,8 +480,6 @@ def validate(p: ValidationConfig, prepared_dir: Path, report_dir: Path) -> Valid
     report_dir.mkdir(parents=True, exist_ok=True)
     docs_path = report_dir / "docs"
     with _quiet():
-        import great_expectations as gx
-
         checks = _build_checks(gx, p, spec, errors)
         docs_cm = atomic_dir(docs_path) if p.data_docs else contextlib.nullcontext(None)
         with docs_cm as docs_tmp:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import subprocess
 import threading
@@ -10,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+from dvc.repo import Repo
+from filelock import FileLock
 
 from genops.errors import GenopsError
 from genops.executables import console_script
@@ -21,8 +25,6 @@ _THREAD_LOCK = threading.Lock()
 def repo_lock(root: Path) -> Iterator[None]:
     """One DVC command at a time on a repository (DVC holds a repo lock and fails rather than waits), across
     threads and across processes (Dask workers on this host): a lock file under .genops."""
-    from filelock import FileLock
-
     path = Path(root) / ".genops" / "dvc-commands.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with _THREAD_LOCK, FileLock(str(path)):
@@ -40,8 +42,6 @@ def dvc(root: Path, *args: str) -> str:
 def status(root: Path, *targets: str) -> dict:
     """`dvc status --json` (of these targets, else the whole pipeline) as DVC reports it: stage or output -> what
     changed; an empty dict means everything is up to date."""
-    import json
-
     out = dvc(root, "status", "--json", *targets).strip()
     try:
         return json.loads(out or "{}")
@@ -82,8 +82,6 @@ def check_remote(root: Path) -> None:
     """Refuse, before any work, a default remote the run could not push to at its end: its DVC plugin missing
     (`requires 'dvc-s3' to be installed` would come only after training and registering), or an S3 remote with
     no credentials anywhere boto3 looks. The message says how to fix it."""
-    import importlib.util
-
     remote = default_remote(root)
     if remote is None:
         return
@@ -118,8 +116,6 @@ def forget_transfer_index(root: Path) -> None:
     same data takes the part for the whole: it reports success and the remote stays short (treeverse/dvc#10977;
     `benchmarks/faults.py`'s push kills found it). DVC drops the same index itself after each push that moved
     something; doing it first costs one re-collection (a walk of the outputs' hashes, no file reads)."""
-    from dvc.repo import Repo
-
     with Repo(str(root)) as repo:
         repo.drop_data_index()
 

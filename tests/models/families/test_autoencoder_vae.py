@@ -60,7 +60,7 @@ def test_every_family_trains_and_samples_any_shape(name, spec):
     opts = family.make_optimizers(1e-3)
     import contextlib
 
-    from genops.models.base import StepContext
+    from genops.models.family import StepContext
 
     batch = Batch(torch.rand(4, *spec.shape), torch.zeros(4, dtype=torch.long))
     ctx = StepContext(0, 10, opts, contextlib.nullcontext, torch.Generator())
@@ -105,7 +105,7 @@ def test_kl_warmup_ramps_the_kl_weight_from_zero_to_beta():
     """vae.kl_warmup = 0.5 of 10 steps: step s weighs the KL by beta x (s + 1) / 5, then beta."""
     import contextlib
 
-    from genops.models.base import StepContext
+    from genops.models.family import StepContext
 
     spec = DataSpec(8, 8, 1)
     batch = Batch(torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long))
@@ -174,7 +174,7 @@ def test_free_bits_leave_dimensions_under_the_floor_unpenalised():
     the floor gets no gradient from the KL; the logged kl stays the true KL."""
     import contextlib
 
-    from genops.models.base import StepContext
+    from genops.models.family import StepContext
 
     spec = DataSpec(8, 8, 1, 0)
     batch = Batch(torch.rand(16, 1, 8, 8), None)

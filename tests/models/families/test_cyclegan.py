@@ -15,9 +15,9 @@ from genops.data.domains import load_domain
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import StepContext
 from genops.models.capabilities import ExtraData, Translates
 from genops.models.families.cyclegan import CycleGAN, cycle_loss
+from genops.models.family import StepContext
 from genops.models.networks.cyclegan import ImageHistory
 from genops.models.registry import build_family
 from genops.models.sharding import BatchNoise
@@ -158,7 +158,7 @@ def test_evaluate_reports_translation_fid_cycle_error_and_content_against_the_ba
         batch_size = 16
 
     from genops.evaluation.sample_metrics import fid
-    from genops.models.base import EvaluatorView
+    from genops.models.family import EvaluatorView
 
     view = EvaluatorView(lambda x: x.flatten(1)[:, :6], lambda x: torch.softmax(x.flatten(1)[:, :3], 1), fid)
     metrics = family.evaluate(_set(12, 7), Cfg(), torch.Generator().manual_seed(0), view)

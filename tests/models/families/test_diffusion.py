@@ -12,12 +12,12 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import StepContext
 from genops.models.capabilities import Inpaints
 from genops.models.diffusion import samplers
 from genops.models.diffusion.schedules import NoiseSchedule, x0_and_eps
 from genops.models.diffusion.vlb import discretized_gaussian_log_prob, vlb_strata
 from genops.models.families.diffusion import Diffusion
+from genops.models.family import StepContext
 from genops.models.registry import build_family
 
 

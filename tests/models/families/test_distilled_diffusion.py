@@ -10,7 +10,7 @@ import torch
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.errors import GenopsError
-from genops.models.base import StepContext
+from genops.models.family import StepContext
 from genops.models.registry import build_family
 
 SPEC = DataSpec(8, 8, 1, 0)

@@ -13,9 +13,9 @@ from torch import nn
 from genops.config.families import WganGpConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
-from genops.models.base import StepContext
 from genops.models.families.adversarial import g_loss
 from genops.models.families.gan import GAN, gradient_penalty
+from genops.models.family import StepContext
 from genops.models.registry import build_family
 
 SPEC = DataSpec(12, 12, 1, 3)

@@ -14,7 +14,7 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import ImageSet
 from genops.errors import GenopsError
-from genops.models.base import Family, StepContext
+from genops.models.family import Family, StepContext
 from genops.models.networks.pixelcnn import GatedPixelCNN
 from genops.models.networks.vq import VectorQuantizer
 from genops.models.registry import build_family

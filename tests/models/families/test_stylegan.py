@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
-from genops.models.base import StepContext
 from genops.models.families.stylegan import StyleGAN, trimmed_mean
+from genops.models.family import StepContext
 from genops.models.networks.stylegan import ModulatedConv
 from genops.models.registry import build_family
 

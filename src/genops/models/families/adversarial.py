@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genops.config.families import AdversarialConfig, MonitorSettings
-from genops.models.base import Family
 from genops.models.capabilities import Monitored, Phased
+from genops.models.family import Family
 
 
 def d_loss(objective: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

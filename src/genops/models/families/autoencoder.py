@@ -19,8 +19,8 @@ from genops.config.families import AutoencoderConfig
 from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import FitsData, Interpolates, OwnMetrics
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.networks.conv import ConvDecoder, ConvEncoder
 from genops.models.networks.graphs import LatentGaussianSampler
 

@@ -28,9 +28,9 @@ from genops.config.families import CycleGanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import ExtraData, OwnFigures, OwnMetrics, Translates
 from genops.models.families.adversarial import Adversarial, grad_norm
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.networks.cyclegan import ImageBank, ImageHistory, PatchDiscriminator, ResnetGenerator
 
 log = logging.getLogger(__name__)

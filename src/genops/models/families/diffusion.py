@@ -42,12 +42,12 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import Inpaints, InterpolatesNoise, OwnMetrics, SampleVariants
 from genops.models.diffusion.ema import ema_avg_fn
 from genops.models.diffusion.samplers import SAMPLERS, respaced_timesteps, run_chain, run_inpaint_chain
 from genops.models.diffusion.schedules import NoiseSchedule
 from genops.models.diffusion.vlb import vlb_terms
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.latent_paths import slerp
 from genops.models.likelihoods import nats_to_bits_per_dim
 from genops.models.networks.unet import UNet

@@ -18,6 +18,7 @@ so "half the steps at the teacher's quality" is a number on the quality/speed ch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -28,10 +29,10 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import EvaluatorView, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import Phased
 from genops.models.diffusion.schedules import expand
 from genops.models.families.diffusion import Diffusion
+from genops.models.family import EvaluatorView, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.sharding import BatchNoise
 
 # What the student takes from the teacher: its network, forward process and parameterisation.
@@ -131,8 +132,6 @@ class DistilledDiffusion(Diffusion, Phased):
 
     def distillation_loss(self, batch: Batch, noise: BatchNoise, n_steps: int, autocast=None) -> torch.Tensor:
         """Truncated-SNR-weighted x-space error of one student DDIM step against two teacher steps."""
-        import contextlib
-
         x = self.to_diffusion_space(batch, noise)
         n = x.shape[0]
         fine = self.timesteps(2 * n_steps)  # the teacher's grid; the student's is fine[0::2]

@@ -24,9 +24,9 @@ from torch import nn
 from genops.config.families import GanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
-from genops.models.base import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import InterpolatesNoise
 from genops.models.families.adversarial import Adversarial, d_loss, g_loss, grad_norm
+from genops.models.family import ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.latent_paths import slerp
 from genops.models.networks.dcgan import Discriminator, Generator
 from genops.models.networks.graphs import NoiseToImage

@@ -25,10 +25,10 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net
 from genops.models.capabilities import FitsData
 from genops.models.families.diffusion import DenoisingDiffusion
 from genops.models.families.vae import VAE
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net
 from genops.models.likelihoods import reparameterize
 from genops.models.networks.graphs import LatentDecoder, LatentStats
 from genops.models.networks.mlp import MLPDenoiser

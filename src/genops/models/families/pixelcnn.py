@@ -36,8 +36,8 @@ from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.models.autoregressive import sample_autoregressive
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import OwnMetrics
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.likelihoods import nats_to_bits_per_dim
 from genops.models.networks.pixelcnn import LEVELS, GatedPixelCNN
 

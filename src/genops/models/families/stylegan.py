@@ -24,10 +24,10 @@ from torch.optim.swa_utils import AveragedModel
 from genops.config.families import StyleGanConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import InterpolatesNoise, OwnFigures, OwnMetrics, SampleVariants
 from genops.models.diffusion.ema import ema_avg_fn
 from genops.models.families.adversarial import Adversarial, d_loss, g_loss, grad_norm, r1_due, r1_penalty
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.latent_paths import slerp
 from genops.models.networks.dcgan import Discriminator
 from genops.models.networks.stylegan import MappingGraph, StyleGenerator, SynthesisGraph

@@ -29,8 +29,8 @@ from genops.config.families import VAEConfig
 from genops.config.sections import EvaluateConfig
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import FitsData, Interpolates, OwnMetrics, Traverses
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.likelihoods import (
     discretized_logistic_log_prob,
     gaussian_kl,

@@ -36,8 +36,8 @@ from genops.data.spec import DataSpec
 from genops.data.tensors import Batch, ImageSet
 from genops.errors import GenopsError
 from genops.models.autoregressive import sample_autoregressive
-from genops.models.base import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.capabilities import Interpolates, OwnMetrics, Phased
+from genops.models.family import EvaluatorView, ExportSpec, Family, FamilyInfo, Metric, Net, StepContext
 from genops.models.networks.vq import (
     CodeDecoder,
     CodePrior,

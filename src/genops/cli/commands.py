@@ -8,9 +8,11 @@ genops.cli (it drives the others); the Prefect flow runs stage commands through 
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
+from genops.errors import GenopsError
 from genops.models.sample_options import SAMPLE_OPTION_TYPES, SAMPLE_OPTIONS
 
 FAMILY_COMMANDS = ("train", "evaluate", "export", "register")
@@ -172,8 +174,6 @@ def with_profile(root: Path, profile: str | None, overrides: list[str]) -> list[
 
 
 def _stack(args: argparse.Namespace) -> object:
-    import os
-
     from genops.stack import manager
     from genops.stack.layout import Ports
 
@@ -193,8 +193,6 @@ def _stack(args: argparse.Namespace) -> object:
     if args.action == "status":
         return manager.stack_status(folder)
     if project is None:
-        from genops.errors import GenopsError
-
         raise GenopsError("`genops stack connect` runs inside a genops project (no params.yaml found)")
     manager.connect_dvc(project, dict(os.environ))
     return {"dvc_remote": manager.DVC_REMOTE, "project": str(project)}

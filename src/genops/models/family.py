@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from genops.config.families import FamilyConfig, StackedConfig
+from genops.config.families import FamilyConfig, StackedConfig, registered_name
 from genops.data.spec import DataSpec
 from genops.data.tensors import Batch
 from genops.errors import GenopsError
@@ -75,7 +75,7 @@ class EvaluatorView:
 
 
 class Family(ABC):
-    name: str  # class default; the registry sets the registered name (one class can serve several)
+    name: str  # class default; an instance takes its config's registered name (one class can serve several)
     info: ClassVar[FamilyInfo]
     primary_metric: ClassVar[Metric]
     monitor_loss: ClassVar[str] = "loss"  # the loss whose history measures training stability
@@ -85,6 +85,7 @@ class Family(ABC):
     def __init__(self, cfg: FamilyConfig, spec: DataSpec, base: Family | None = None) -> None:
         """`base` is the trained model of the family this one is stacked on (genops.config FamilyEntry.base);
         families that are not stacked get None."""
+        self.name = registered_name(cfg) or type(self).name
         self.cfg = cfg
         self.spec = spec
         self.conditional = cfg.conditional

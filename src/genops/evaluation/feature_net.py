@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from genops.data.spec import DataSpec
 
@@ -59,7 +60,6 @@ def train_classifier(net: EvaluatorNet, images: torch.Tensor, labels: torch.Tens
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     net.train()
     losses = []
-    from tqdm.auto import tqdm
 
     quiet = {} if progress else {"disable": True}  # left unset otherwise, so TQDM_DISABLE still applies
     for _ in tqdm(range(steps), desc="train evaluator", mininterval=1.0, dynamic_ncols=True, **quiet):

@@ -13,9 +13,9 @@ import torch
 
 from genops.config.families import FAMILIES, StackedConfig
 from genops.errors import GenopsError
-from genops.models.base import Family
+from genops.models.family import Family
 from genops.storage.bundle import load_bundle, read_meta
-from genops.tracking.registry import champion_uri, fetch_model, model_version
+from genops.tracking.model_registry import champion_uri, fetch_model, model_version
 
 
 def resolve_base(family_name: str, cfg: StackedConfig, root: Path, device: torch.device,

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 from genops.errors import GenopsError
+from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
+from genops.storage.integrity import sha256_of, verify
+from genops.tracking.store import setup_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +29,11 @@ def champion_uri(family: str, prefix: str) -> str:
 
 def fetch_model(model_uri: str, root: Path, dst: Path) -> Path:
     """Download a registry model; returns the folder holding family.json, weights and the graphs."""
-    import mlflow
-
-    from genops.tracking.store import setup_mlflow
-
     setup_mlflow(root)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as exc:  # mlflow raises several types for a missing name/alias/version
         raise GenopsError(f"cannot load {model_uri} from {mlflow.get_tracking_uri()}: {exc}") from exc
-    from genops.storage.bundle import REGISTRY_BUNDLE as BUNDLE
 
     # pyfunc generators keep their files in artifacts/genops; older versions (onnx flavor) in extra_files.
     files = next((d for d in (local / "artifacts" / BUNDLE, local / "extra_files") if (d / "family.json").is_file()),
@@ -47,8 +50,6 @@ HASH_TAG = "genops.sha256."  # + file name: the sha256 of each file of a version
 def hash_tags(files: list[Path]) -> dict[str, str]:
     """The version tags that record these files' hashes (the registry database keeps them apart from the artifact
     store, so a file changed in the store is caught when it is fetched)."""
-    from genops.storage.integrity import sha256_of
-
     return {f"{HASH_TAG}{f.name}": sha256_of(f) for f in files}
 
 
@@ -56,8 +57,6 @@ FINGERPRINT_TAG = "genops.fingerprint"  # sha256 over the version's file hashes 
 
 
 def version_fingerprint(file_tags: dict[str, str]) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(file_tags.items())).encode()).hexdigest()
 
 
@@ -73,8 +72,6 @@ def find_version(client, name: str, tag: str, value: str):
 
 def verify_version_files(model_uri: str, files: Path) -> None:
     """Check every downloaded file against the hash its version recorded at registration, before anything loads."""
-    from genops.storage.integrity import verify
-
     tags = model_version(model_uri).tags
     recorded = {k.removeprefix(HASH_TAG): v for k, v in tags.items() if k.startswith(HASH_TAG)}
     if not recorded:
@@ -86,8 +83,6 @@ def verify_version_files(model_uri: str, files: Path) -> None:
 
 def model_version(model_uri: str):
     """The registry version a models:/NAME@ALIAS or models:/NAME/VERSION URI points at."""
-    from mlflow import MlflowClient
-
     ref = model_uri.removeprefix("models:/")
     client = MlflowClient()
     if "@" in ref:
@@ -98,8 +93,6 @@ def model_version(model_uri: str):
 
 
 def exists(client, name: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
     try:
         client.get_registered_model(name)
         return True
@@ -126,8 +119,6 @@ def model_metric(client, model_id: str | None, key: str) -> float | None:
 def champion_value(client, name: str, metric: str) -> tuple[str | None, float | None]:
     """The @champion's version and its value of `metric`: from its LoggedModel's metrics (MLflow 3), else from
     the `metric.*` version tag (versions registered before metrics were linked). (None, None) without one."""
-    from mlflow.exceptions import MlflowException
-
     try:
         mv = client.get_model_version_by_alias(name, "champion")
     except MlflowException:

@@ -1,13 +1,15 @@
-"""`genops` command line: parse, run the command (genops.commands) or the pipeline flow, print, exit code."""
+"""`genops` command line: parse, run the command (genops.cli.commands) or the pipeline flow, print, exit code."""
 
 from __future__ import annotations
 
 import errno
 import json
 import logging
+import os
 import sys
 
-from genops.commands import as_output, build_parser, run_command, with_profile
+from genops.cli.commands import as_output, build_parser, run_command, with_profile
+from genops.errors import EXIT_TRANSIENT, GenopsError, ValidationFailed, is_transient
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -21,15 +23,12 @@ def _run(args) -> object:
     if args.command == "data-watch":
         return _data_watch()
     if args.command == "pipeline":
-        import os
-
         # Prefect reads its settings once, when it is first imported: set them before the flow module imports it.
         # The temporary API server's first start migrates a fresh database, which can take longer than Prefect's
         # 20 s default on a busy 2-core machine.
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         from genops.config import project_root
-        from genops.errors import GenopsError
         from genops.orchestration.flow import run_pipeline
 
         if args.profile and args.smoke:
@@ -44,13 +43,10 @@ def _run(args) -> object:
 
 def _data_watch() -> object:
     """Run the data watcher flow against the Prefect server the retraining deployment's trigger lives on."""
-    import os
-
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.settings import PREFECT_API_URL
 
     from genops.config import project_root
-    from genops.errors import GenopsError
 
     if not PREFECT_API_URL.value():
         # A temporary server would take the event and vanish with it, and the baseline would have moved on.
@@ -80,7 +76,6 @@ def _chain(exc: BaseException | None):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.quiet)
-    from genops.errors import EXIT_TRANSIENT, GenopsError, ValidationFailed, is_transient
 
     try:
         result = _run(args)
