@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: constraints setup run smoke test lint bench mlflow-ui prefect-server retrain clean stack-up stack-down stack-status
+.PHONY: constraints setup run smoke test lint docs bench mlflow-ui prefect-server retrain clean stack-up stack-down stack-status
 
 setup: $(VENV)/.installed
 
@@ -25,8 +25,11 @@ run: setup          ## the whole pipeline (Prefect flow over the DVC stages) on 
 smoke: setup        ## every family at tiny sizes in a scratch workspace (~2-3 min): check data and setup
 	genops pipeline --smoke
 
-test: setup lint    ## unit + integration tests (real Prefect, MLflow, DVC, great-expectations, ONNX Runtime)
+test: setup lint docs  ## unit + integration tests (real Prefect, MLflow, DVC, great-expectations, ONNX Runtime)
 	$(PY) -m pytest -q
+
+docs: setup         ## docs/ as a site in .genops/site (mkdocs, warnings are errors)
+	$(VENV)/bin/mkdocs build --strict -q
 
 lint: setup
 	$(VENV)/bin/ruff check src flows tests benchmarks
