@@ -55,9 +55,15 @@ def read_meta(folder: Path) -> dict:
 
 
 def parse_config(name: str, raw: dict, where: str) -> FamilyConfig:
-    """A stored config, validated by the family's config class. Keys this version no longer knows (a model
-    registered by an older genops) are dropped with a warning naming them; wrong values are errors."""
+    """A stored config, validated by the family's config class. Keys a later release renamed (`Section.renamed`)
+    are read under their new names, and keys this version no longer knows (a model registered by an older
+    genops) are dropped, each with a warning naming them; wrong values are errors."""
     cls = config_class(name)
+    moved = {old: new for old, new in cls.renamed.items() if old in raw and new not in raw}
+    if moved:
+        log.warning("%s: reading stored %s config keys under their new names: %s", where, name,
+                    ", ".join(f"{old} -> {new}" for old, new in moved.items()))
+        raw = {moved.get(k, k): v for k, v in raw.items()}
     known = {info.alias or key for key, info in cls.model_fields.items()}
     dropped = sorted(set(raw) - known)
     if dropped:
