@@ -127,22 +127,27 @@ def _pipeline(workspace: str, families: list[str] | None, record: bool | None) -
     if recording and not failed:
         recorded = _record(root, records)
         log.info("recorded the run as commit %s (%s)", recorded["commit"][:12], ", ".join(recorded["versions"]))
-    pushed = None
+    pushed, not_pushed = None, []
     if not failed and remote_configured(root):
         # Data and checkpoints go to the shared remote (with the run-cache, so `dvc repro --pull` elsewhere
         # skips these stages); a fresh clone then `dvc pull`s them and `dvc status` is clean.
         t_push = time.perf_counter()
         log.info("dvc push --run-cache to the default remote ...")
-        pushed = push_to_remote(root)
+        push = push_to_remote(root)
         records.append({"stage": "dvc push", "status": "ran", "wall_s": round(time.perf_counter() - t_push, 3)})
+        pushed, not_pushed = push.summary, push.not_pushed
         log.info("dvc push: %s", pushed)
+        if not_pushed:
+            log.warning("dvc push: the remote lacks %d outputs dvc.lock records, which this workspace does not have "
+                        "either (runs made elsewhere and never pushed; versions built on them cannot be restored): "
+                        "%s", len(not_pushed), ", ".join(not_pushed))
     flow_wall = time.perf_counter() - t0
     compute = sum(r.get("wall_s", 0.0) for r in records)
     timing = {"flow_wall_s": round(flow_wall, 3), "stage_compute_s": round(compute, 3),
               "overhead_s": round(flow_wall - compute, 3),
               "overhead_fraction": round((flow_wall - compute) / flow_wall, 4) if flow_wall else 0.0}
     summary = {"workspace": str(root), "families": selected, "stages": records, **timing, "failed": failed,
-               "dvc_push": pushed, "recorded": recorded}
+               "dvc_push": pushed, "not_pushed": not_pushed, "recorded": recorded}
     (root / "reports").mkdir(exist_ok=True)
     (root / "reports" / "pipeline_run.json").write_text(json.dumps(summary, indent=2) + "\n")
     create_markdown_artifact(key="genops-pipeline", markdown=_summary_markdown(root, selected, records, timing),

@@ -216,5 +216,4 @@ class GeneratorModel(PythonModel):
         try:
             return self.generator.predict_rows(model_input.to_dict(orient="records"))
         except GenopsError as exc:  # a bad request: MLflow's server answers 400 with this message, not a trace
-
             raise MlflowException.invalid_parameter_value(str(exc)) from None

@@ -1,9 +1,11 @@
 """restore: a registered version back as a working project: its commit checked out, its outputs pulled.
 
 `genops restore models:/genops-vae@champion --to DIR` clones the repository at the version's lineage commit
-(`genops.lineage.commit`, set when the run was recorded), pulls the DVC outputs of that commit from the remote,
-checks that the checkpoint's hash is the one recorded on the version, and leaves `dvc status` clean, so the
-model can be retrained, re-evaluated or re-exported exactly.
+(`genops.lineage.commit`, set when the run was recorded), pulls what the version needs from the remote (the
+outputs of its family's train, evaluate and export stages and of everything upstream of them: prepared data,
+evaluator, a stacked family's base; not the other families' outputs, which that commit's dvc.lock may record from
+runs never pushed), checks that the checkpoint's hash is the one recorded on the version, and that `dvc status` of
+those stages is clean, so the model can be sampled, re-evaluated, re-exported or retrained exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from pathlib import Path
 from genops.errors import GenopsError
 from genops.tracking.model_registry import model_version
 from genops.tracking.store import setup_mlflow
-from genops.versioning.dvc import dvc, forget_transfer_index, out_hashes, remote_configured, status
+from genops.versioning.dvc import (
+    dvc,
+    forget_transfer_index,
+    not_in_remote,
+    out_hashes,
+    remote_configured,
+    status,
+    version_stages,
+)
 
 
 def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = None) -> dict:
@@ -33,9 +43,11 @@ def restore_stage(model_uri: str, dest: Path, root: Path, repo: str | None = Non
     if recorded != expected:
         raise GenopsError(f"dvc.lock at {commit[:12]} records checkpoints/{family} as {recorded}, but the version "
                           f"says {expected}: the version does not belong to this commit")
-    _pull_clean(dest, commit)
+    stages = version_stages(dest, family)
+    _pull_clean(dest, commit, stages)
     return {"model": mv.name, "version": int(mv.version), "family": family, "commit": commit, "dir": str(dest),
-            "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "dvc_status": "clean"}
+            "checkpoint": str(dest / "checkpoints" / family), "checkpoint_md5": recorded, "stages": stages,
+            "dvc_status": "clean"}
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -77,13 +89,20 @@ def _connect_remote(source: Path, dest: Path) -> None:
                           "connect`): the outputs of the recorded run cannot be pulled")
 
 
-def _pull_clean(dest: Path, commit: str) -> None:
-    """`dvc pull`, then a `dvc status` that must be clean."""
+def _pull_clean(dest: Path, commit: str, stages: list[str]) -> None:
+    """`dvc pull --with-deps` of the version's stages, refused first (naming them) when the remote lacks some of
+    their outputs; then `dvc status` of those stages must be clean."""
+    if not stages:
+        raise GenopsError(f"dvc.lock at {commit[:12]} records none of the version's stages")
+    lacking = not_in_remote(dest, *stages)
+    if lacking:
+        raise GenopsError(f"the DVC remote lacks {len(lacking)} outputs the version needs at {commit[:12]} (never "
+                          f"pushed from the run that made them): {', '.join(lacking)}")
     try:
         forget_transfer_index(dest)
-        dvc(dest, "pull")
+        dvc(dest, "pull", "--with-deps", *stages)
     except GenopsError as exc:
-        raise GenopsError(f"dvc pull at {commit[:12]} failed (objects not pushed to the remote?): {exc}") from None
-    changed = status(dest)
+        raise GenopsError(f"dvc pull at {commit[:12]} failed: {exc}") from None
+    changed = status(dest, "--with-deps", *stages)
     if changed:
         raise GenopsError(f"after dvc pull, {dest} differs from its dvc.lock: {json.dumps(changed, indent=1)}")

@@ -31,7 +31,6 @@ def family_run(root: Path, paths: ProjectPaths, family: str) -> Iterator:
     try:
         run = mlflow.start_run(run_id=run_id)
     except Exception as exc:  # the store was reset or moved since training
-
         if is_transient(exc):  # the server is unreachable, not the run missing: let the caller retry
             raise
         raise GenopsError(f"MLflow run {run_id} of {family} not found in the tracking store "

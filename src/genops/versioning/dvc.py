@@ -6,9 +6,11 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -120,12 +122,58 @@ def forget_transfer_index(root: Path) -> None:
         repo.drop_data_index()
 
 
-def push_to_remote(root: Path) -> str:
-    """`dvc push --run-cache` to the default remote; returns DVC's one-line summary."""
+@dataclass(frozen=True)
+class PushResult:
+    """What `dvc push` did, and the outputs dvc.lock records that the remote still lacks afterwards (outputs of
+    runs made elsewhere, whose objects were never pushed: nobody can pull them from this remote)."""
+
+    summary: str
+    not_pushed: list[str]
+
+
+def push_to_remote(root: Path) -> PushResult:
+    """`dvc push --run-cache` to the default remote: everything this workspace has, even where dvc.lock also lists
+    outputs it has not (pushing them is not possible from here); those are named in the result."""
     with repo_lock(root):
         forget_transfer_index(root)
         out = dvc(root, "push", "--run-cache")
-    return " ".join(out.split()[-6:]) if out.strip() else "nothing to push"
+        lacking = not_in_remote(root)
+    return PushResult(" ".join(out.split()[-6:]) if out.strip() else "nothing to push", lacking)
+
+
+def not_in_remote(root: Path, *targets: str) -> list[str]:
+    """The outputs (of these stages and their upstream, else of the whole pipeline) the default remote lacks.
+
+    `dvc status --cloud --json` names files as `new` (only in this cache) or `missing` (in no cache); a directory
+    whose manifest is in no cache it reports only in a warning, by hash (`name: None, md5: ....dir`), which is
+    mapped back to its output path through dvc.lock."""
+    args = ["status", "--cloud", "--json", *(["--with-deps", *targets] if targets else [])]
+    proc = subprocess.run([dvc_exe(), *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    if proc.returncode != 0:
+        raise GenopsError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+    try:
+        state = json.loads(proc.stdout.strip() or "{}")
+    except json.JSONDecodeError:
+        raise GenopsError(f"`dvc {' '.join(args)}` in {root} printed no JSON: {proc.stdout[:500]}") from None
+    warned = set(re.findall(r"md5: ([0-9a-f]{32}(?:\.dir)?)", proc.stderr))
+    by_hash = {digest: path for path, digest in out_hashes(root).items()}
+    lacking = {name for name, what in state.items() if what in ("new", "missing")}
+    return sorted(lacking | {by_hash.get(h, f"an object {h} (not in dvc.lock)") for h in warned})
+
+
+# The stages that make a registered family's version: its weights, their evaluation and its exported graphs
+# (dvc.yaml's foreach stages, `-stacked` for a family trained on another's registered model).
+VERSION_STAGES = ("train", "evaluate", "export")
+
+
+def version_stages(root: Path, family: str) -> list[str]:
+    """The DVC stages of `family`'s version that dvc.lock at `root` records (their upstream comes with
+    `--with-deps`: the prepared data, the evaluator, a stacked family's base)."""
+    lock = root / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
+    wanted = {f"{stage}{kind}@{family}" for stage in VERSION_STAGES for kind in ("", "-stacked")}
+    return sorted(name for name in stages if name in wanted)
 
 
 def out_hashes(root: Path) -> dict[str, str]:
