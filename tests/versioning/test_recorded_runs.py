@@ -34,14 +34,15 @@ def test_recorded_runs_restore_diff_refuse_dirty_and_dvc_experiments(tmp_path):
     assert v1.tags["genops.dvc.exported"] in lock
     assert any(p.is_file() for p in remote.rglob("*")), "the flow pushed to the remote"
 
-    # A version restores into another folder: its commit, its checkpoint (hash verified), dvc status clean.
+    # A version restores into another folder: its commit, its checkpoint (hash verified), its stages clean.
     restored = json.loads(run(["genops", "restore", "models:/genops-vae/1", "--to", str(tmp_path / "r")],
                               root, env).stdout)
     assert restored["commit"] == head and restored["checkpoint_md5"] == v1.tags["genops.dvc.checkpoint"]
     print(json.dumps(restored, indent=2))
     weights = "checkpoints/vae/weights.safetensors"
     assert (tmp_path / "r" / weights).read_bytes() == (root / weights).read_bytes()
-    assert "up to date" in run(["dvc", "status"], tmp_path / "r", env).stdout
+    assert restored["stages"] == ["evaluate@vae", "export@vae", "train@vae"]
+    assert "up to date" in run(["dvc", "status", "--with-deps", *restored["stages"]], tmp_path / "r", env).stdout
 
     # A second recorded run with another beta: `dvc metrics diff` between the two commits shows the VAE moving.
     run(["genops", "pipeline", "--set", "versioning.commit=true", "--set", "vae.beta=4.0"], root, env)
