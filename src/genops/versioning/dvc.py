@@ -34,11 +34,16 @@ def repo_lock(root: Path) -> Iterator[None]:
 
 
 def dvc(root: Path, *args: str) -> str:
+    return _checked(root, *args).stdout
+
+
+def _checked(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `root`, its output captured; a failure raises with DVC's own message."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run([dvc_exe(), *args], cwd=root, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise GenopsError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
+    return proc
 
 
 def status(root: Path, *targets: str) -> dict:
@@ -148,10 +153,7 @@ def not_in_remote(root: Path, *targets: str) -> list[str]:
     whose manifest is in no cache it reports only in a warning, by hash (`name: None, md5: ....dir`), which is
     mapped back to its output path through dvc.lock."""
     args = ["status", "--cloud", "--json", *(["--with-deps", *targets] if targets else [])]
-    proc = subprocess.run([dvc_exe(), *args], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if proc.returncode != 0:
-        raise GenopsError(f"`dvc {' '.join(args)}` failed in {root}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+    proc = _checked(root, *args)
     try:
         state = json.loads(proc.stdout.strip() or "{}")
     except json.JSONDecodeError:
